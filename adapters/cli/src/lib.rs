@@ -1,0 +1,1 @@
+pub fn main_impl() -> i32 { 0 }

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(hookrun_pve_guest::main_impl());
+}

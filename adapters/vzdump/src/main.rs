@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(hookrun_vzdump::main_impl());
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(hookrun_worker::main_impl());
+}

@@ -1,0 +1,312 @@
+//! `hookrun.toml` (DESIGN §5): every key optional, per-platform tables override the top
+//! level, and anything malformed is an error naming file, line and key — never a silent
+//! default, because a typo in `log_dir` must not quietly send records elsewhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::error::ConfigError;
+
+/// Where the configuration is read from when `HOOKRUN_CONFIG` is not set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hookrun/hookrun.toml";
+
+/// How `# mk-job` hooks are recorded for Checkmk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MkJobMode {
+    /// hookrun writes the job files itself.
+    Native,
+    /// The hook is wrapped as `mk-job <job> <hook> <args>` like the seed.
+    External,
+}
+
+/// The effective settings for one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub log_dir: PathBuf,
+    pub lock_dir: PathBuf,
+    pub mk_job_dir: PathBuf,
+    pub mk_job: MkJobMode,
+    pub default_timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub strict_permissions: bool,
+    pub prefix_output: bool,
+    /// Only ever set from a platform table.
+    pub hooks_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            log_dir: PathBuf::from("/var/log/hookrun"),
+            lock_dir: PathBuf::from("/run/lock/hookrun"),
+            mk_job_dir: PathBuf::from("/var/lib/check_mk_agent/job"),
+            mk_job: MkJobMode::Native,
+            default_timeout: None,
+            kill_grace: Duration::from_secs(5),
+            strict_permissions: true,
+            prefix_output: true,
+            hooks_dir: None,
+        }
+    }
+}
+
+/// Keys a table may set; `None` means "inherit".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Overrides {
+    log_dir: Option<PathBuf>,
+    lock_dir: Option<PathBuf>,
+    mk_job_dir: Option<PathBuf>,
+    mk_job: Option<MkJobMode>,
+    default_timeout: Option<Duration>,
+    kill_grace: Option<Duration>,
+    strict_permissions: Option<bool>,
+    prefix_output: Option<bool>,
+    hooks_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply_to(&self, s: &mut Settings) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { s.$field = v.clone(); } )* };
+        }
+        take!(log_dir, lock_dir, mk_job_dir, mk_job, kill_grace, strict_permissions, prefix_output);
+        if self.default_timeout.is_some() {
+            s.default_timeout = self.default_timeout;
+        }
+        if self.hooks_dir.is_some() {
+            s.hooks_dir.clone_from(&self.hooks_dir);
+        }
+    }
+}
+
+/// A parsed configuration file (or the built-in defaults when there is none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from; `None` for built-in defaults.
+    pub source: Option<PathBuf>,
+    top: Overrides,
+    platforms: BTreeMap<String, Overrides>,
+}
+
+impl Config {
+    /// Loads `HOOKRUN_CONFIG`, or `/etc/hookrun/hookrun.toml` when it exists. A file named
+    /// by `HOOKRUN_CONFIG` must exist; the default one may be absent.
+    pub fn load() -> Result<Config, ConfigError> {
+        match std::env::var_os("HOOKRUN_CONFIG") {
+            Some(path) if !path.is_empty() => Config::load_file(Path::new(&path), true),
+            _ => Config::load_file(Path::new(DEFAULT_CONFIG_PATH), false),
+        }
+    }
+
+    pub fn load_file(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|e| ConfigError {
+                    path: path.to_owned(),
+                    line: None,
+                    message: format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                })?;
+                Config::parse(&text, path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(Config::default()),
+            Err(e) => Err(ConfigError {
+                path: path.to_owned(),
+                line: None,
+                message: format!("cannot read it: {e}"),
+            }),
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| ConfigError {
+            path: path.to_owned(),
+            line: Some(line_of(text, span.start)),
+            message,
+        };
+        let doc = DeTable::parse(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError {
+                path: path.to_owned(),
+                line,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let mut config = Config {
+            source: Some(path.to_owned()),
+            ..Config::default()
+        };
+        for (key, value) in doc.get_ref() {
+            let name = key.get_ref().as_ref();
+            if let DeValue::Table(table) = value.get_ref() {
+                if !is_platform_name(name) {
+                    return Err(at(
+                        key.span(),
+                        format!("[{name}] is not a valid platform table name (letters, digits and '-')"),
+                    ));
+                }
+                let mut o = Overrides::default();
+                for (k, v) in table {
+                    set_key(&mut o, k.get_ref().as_ref(), v.get_ref(), true)
+                        .map_err(|m| at(k.span(), format!("[{name}] {m}")))?;
+                }
+                config.platforms.insert(name.to_owned(), o);
+            } else {
+                set_key(&mut config.top, name, value.get_ref(), false).map_err(|m| at(key.span(), m))?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// The settings for `platform`: defaults, then the top level, then `[platform]`.
+    pub fn settings_for(&self, platform: &str) -> Settings {
+        let mut s = Settings::default();
+        self.top.apply_to(&mut s);
+        if let Some(o) = self.platforms.get(platform) {
+            o.apply_to(&mut s);
+        }
+        s
+    }
+}
+
+fn is_platform_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn set_key(o: &mut Overrides, key: &str, value: &DeValue<'_>, in_platform: bool) -> Result<(), String> {
+    match key {
+        "log_dir" => o.log_dir = Some(path_value(key, value)?),
+        "lock_dir" => o.lock_dir = Some(path_value(key, value)?),
+        "mk_job_dir" => o.mk_job_dir = Some(path_value(key, value)?),
+        "hooks_dir" if in_platform => o.hooks_dir = Some(path_value(key, value)?),
+        "hooks_dir" => {
+            return Err("'hooks_dir' belongs in a platform table, e.g. [vzdump] hooks_dir = \"/etc/hookrun/vzdump.d\"".into());
+        }
+        "mk_job" => {
+            o.mk_job = Some(match value.as_str() {
+                Some("native") => MkJobMode::Native,
+                Some("external") => MkJobMode::External,
+                _ => return Err("'mk_job' must be \"native\" or \"external\"".into()),
+            });
+        }
+        "default_timeout" => o.default_timeout = Some(duration_value(key, value)?),
+        "kill_grace" => o.kill_grace = Some(duration_value(key, value)?),
+        "strict_permissions" => o.strict_permissions = Some(bool_value(key, value)?),
+        "prefix_output" => o.prefix_output = Some(bool_value(key, value)?),
+        _ => {
+            return Err(format!(
+                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, kill_grace, strict_permissions, prefix_output{}",
+                if in_platform { ", hooks_dir" } else { " and [platform] tables" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn path_value(key: &str, value: &DeValue<'_>) -> Result<PathBuf, String> {
+    match value.as_str() {
+        Some(s) if s.starts_with('/') => Ok(PathBuf::from(s)),
+        Some(s) => Err(format!("'{key}' must be an absolute path, not {s:?}")),
+        None => Err(format!("'{key}' must be a string holding an absolute path, not a {}", value.type_str())),
+    }
+}
+
+fn bool_value(key: &str, value: &DeValue<'_>) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("'{key}' must be true or false, not a {}", value.type_str()))
+}
+
+fn duration_value(key: &str, value: &DeValue<'_>) -> Result<Duration, String> {
+    if let Some(int) = value.as_integer() {
+        let n: u64 = u64::from_str_radix(&int.as_str().replace('_', ""), int.radix())
+            .map_err(|_| format!("'{key}' must be a positive number of seconds"))?;
+        if n == 0 {
+            return Err(format!("'{key}' must be greater than zero; leave it out for the default"));
+        }
+        return Ok(Duration::from_secs(n));
+    }
+    match value.as_str() {
+        Some(s) => crate::header::parse_duration(s).map_err(|m| format!("'{key}' = {s:?}: {m}")),
+        None => Err(format!("'{key}' must be seconds (90) or a string like \"90s\", \"5m\", \"1h\"")),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/hookrun/hookrun.toml"))
+    }
+
+    #[test]
+    fn empty_is_defaults() {
+        assert_eq!(parse("").unwrap().settings_for("vzdump"), Settings::default());
+    }
+
+    #[test]
+    fn platform_tables_override_top_level() {
+        let c = parse(
+            "log_dir = \"/srv/log\"\ndefault_timeout = \"5m\"\nkill_grace = 2\n\n[vzdump]\nhooks_dir = \"/srv/hooks\"\ndefault_timeout = 30\nmk_job = \"external\"\n",
+        )
+        .unwrap();
+        let v = c.settings_for("vzdump");
+        assert_eq!(v.log_dir, PathBuf::from("/srv/log"));
+        assert_eq!(v.default_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(v.kill_grace, Duration::from_secs(2));
+        assert_eq!(v.hooks_dir, Some(PathBuf::from("/srv/hooks")));
+        assert_eq!(v.mk_job, MkJobMode::External);
+        let q = c.settings_for("libvirt-qemu");
+        assert_eq!(q.default_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(q.hooks_dir, None);
+        assert_eq!(q.mk_job, MkJobMode::Native);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse("log_dir = \"/x\"\n\nlog_dri = \"/y\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.to_string().starts_with("/etc/hookrun/hookrun.toml:3: unknown key 'log_dri'"), "{e}");
+
+        let e = parse("[vzdump]\nkill_grace = \"forever\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("[vzdump] 'kill_grace'"), "{e}");
+
+        for bad in [
+            "strict_permissions = \"yes\"",
+            "log_dir = \"relative\"",
+            "log_dir = 5",
+            "mk_job = \"internal\"",
+            "default_timeout = 0",
+            "default_timeout = -3",
+            "hooks_dir = \"/x\"",
+            "prefix_output = 1",
+            "log_dir = ",
+            "[bad name]\nlog_dir=\"/x\"",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("a = 1\nb = [\n").unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_named_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        assert_eq!(Config::load_file(&missing, false).unwrap(), Config::default());
+        let e = Config::load_file(&missing, true).unwrap_err();
+        assert!(e.to_string().contains("cannot read it"), "{e}");
+    }
+}

@@ -1,0 +1,374 @@
+//! Finding hooks in a directory and deciding which of them run (DESIGN §3).
+//!
+//! A scan reads each candidate's header with one bounded read; the permission checks,
+//! which cost more `stat` calls, are left to the caller and done only for hooks that
+//! actually run.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::DispatchError;
+use crate::header::{self, HEADER_LIMIT, Header};
+
+/// Why a directory entry is ignored without a word at dispatch time (`hookrun list`
+/// still shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoreReason {
+    Hidden,
+    Directory,
+    /// An editor or package manager leftover; the pattern that matched.
+    Leftover(&'static str),
+    Disabled,
+}
+
+impl std::fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IgnoreReason::Hidden => f.write_str("hidden file"),
+            IgnoreReason::Directory => f.write_str("directory"),
+            IgnoreReason::Leftover(p) => write!(f, "editor or package leftover ({p})"),
+            IgnoreReason::Disabled => f.write_str("disabled (*.disabled)"),
+        }
+    }
+}
+
+/// A regular, readable file of the hooks directory.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub header: Header,
+    pub executable: bool,
+    /// The entry itself is a symlink (the target was read).
+    pub symlink: bool,
+    /// Metadata of the file the entry leads to.
+    pub meta: std::fs::Metadata,
+}
+
+#[derive(Debug, Clone)]
+pub enum EntryState {
+    Ignored(IgnoreReason),
+    /// Cannot be a hook at all: unreadable, dangling symlink, FIFO, socket, device.
+    Unusable(String),
+    Candidate(Box<Candidate>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: OsString,
+    pub path: PathBuf,
+    pub state: EntryState,
+}
+
+impl Entry {
+    /// The file name for messages, records and `HOOKRUN_HOOK`.
+    pub fn display_name(&self) -> std::borrow::Cow<'_, str> {
+        self.name.to_string_lossy()
+    }
+}
+
+/// What a dispatch of `phase` for `object` does with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Run,
+    Ignored(IgnoreReason),
+    NoPhases,
+    OtherPhase,
+    OtherObject,
+    /// Would run, but is not executable: reported, not run, not a failure.
+    NotExecutable,
+    /// Would run (or cannot tell), but its header is invalid: refused, a failure.
+    HeaderInvalid,
+    /// Cannot be read or is not a regular file: reported.
+    Unusable,
+}
+
+impl Entry {
+    pub fn verdict(&self, phase: &str, object: Option<&str>) -> Verdict {
+        match &self.state {
+            EntryState::Ignored(r) => Verdict::Ignored(*r),
+            EntryState::Unusable(_) => Verdict::Unusable,
+            EntryState::Candidate(c) => {
+                let h = &c.header;
+                if !h.wants_phase(phase) {
+                    return if h.phases.is_none() { Verdict::NoPhases } else { Verdict::OtherPhase };
+                }
+                if !h.wants_object(object) {
+                    return Verdict::OtherObject;
+                }
+                if !c.executable {
+                    Verdict::NotExecutable
+                } else if !h.errors.is_empty() {
+                    Verdict::HeaderInvalid
+                } else {
+                    Verdict::Run
+                }
+            }
+        }
+    }
+
+    pub fn candidate(&self) -> Option<&Candidate> {
+        match &self.state {
+            EntryState::Candidate(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a name before touching the file.
+pub fn ignore_reason(name: &[u8]) -> Option<IgnoreReason> {
+    if name.first() == Some(&b'.') {
+        return Some(IgnoreReason::Hidden);
+    }
+    if name.ends_with(b".disabled") {
+        return Some(IgnoreReason::Disabled);
+    }
+    const SUFFIXES: &[(&[u8], &str)] = &[
+        (b"~", "*~"),
+        (b".bak", "*.bak"),
+        (b".orig", "*.orig"),
+        (b".swp", "*.swp"),
+        (b".rpmnew", "*.rpmnew"),
+        (b".rpmsave", "*.rpmsave"),
+        (b".rpmorig", "*.rpmorig"),
+    ];
+    for (suffix, pattern) in SUFFIXES {
+        if name.ends_with(suffix) {
+            return Some(IgnoreReason::Leftover(pattern));
+        }
+    }
+    // dpkg and ucf add infixes such as `.dpkg-dist`, `.dpkg-old`, `.ucf-new`.
+    if contains(name, b".dpkg-") {
+        return Some(IgnoreReason::Leftover("*.dpkg-*"));
+    }
+    if contains(name, b".ucf-") {
+        return Some(IgnoreReason::Leftover("*.ucf-*"));
+    }
+    None
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads `dir` in byte order of file names (C locale), like run-parts and libvirt.
+pub fn scan(dir: &Path) -> Result<Vec<Entry>, DispatchError> {
+    let shown = || dir.display().to_string();
+    let read = match std::fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DispatchError::HooksDirMissing { path: shown() });
+        }
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+            return Err(DispatchError::HooksDirNotADirectory { path: shown() });
+        }
+        Err(source) => return Err(DispatchError::HooksDirUnreadable { path: shown(), source }),
+    };
+    let mut names: Vec<(OsString, Option<std::fs::FileType>)> = Vec::new();
+    for item in read {
+        let item = item.map_err(|source| DispatchError::HooksDirUnreadable { path: shown(), source })?;
+        names.push((item.file_name(), item.file_type().ok()));
+    }
+    names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut buf = vec![0u8; HEADER_LIMIT];
+    Ok(names
+        .into_iter()
+        .map(|(name, ftype)| {
+            let path = dir.join(&name);
+            let state = classify(&name, &path, ftype, &mut buf);
+            Entry { name, path, state }
+        })
+        .collect())
+}
+
+fn classify(name: &OsStr, path: &Path, ftype: Option<std::fs::FileType>, buf: &mut [u8]) -> EntryState {
+    if let Some(reason) = ignore_reason(name.as_bytes()) {
+        return EntryState::Ignored(reason);
+    }
+    if ftype.is_some_and(|t| t.is_dir()) {
+        return EntryState::Ignored(IgnoreReason::Directory);
+    }
+    let symlink = ftype.is_some_and(|t| t.is_symlink());
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && symlink => {
+            return EntryState::Unusable("dangling symlink: its target does not exist".into());
+        }
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return EntryState::Unusable("symlink loop".into());
+        }
+        Err(e) => return EntryState::Unusable(format!("cannot open: {e}")),
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return EntryState::Unusable(format!("cannot stat: {e}")),
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return EntryState::Ignored(IgnoreReason::Directory);
+    }
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return EntryState::Unusable(format!("{kind}; only regular files can be hooks"));
+    }
+    let (len, truncated) = match read_prefix(&file, buf) {
+        Ok(r) => r,
+        Err(e) => return EntryState::Unusable(format!("cannot read: {e}")),
+    };
+    let header = header::parse(&buf[..len], truncated);
+    EntryState::Candidate(Box::new(Candidate {
+        header,
+        executable: is_executable(&meta),
+        symlink,
+        meta,
+    }))
+}
+
+/// Fills `buf` from the start of the file; returns the length and whether the file had
+/// more bytes than fit.
+fn read_prefix(mut file: &File, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => return Ok((len, false)),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((len, true))
+}
+
+/// Executable for the effective user, as `execve` will judge it.
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    let mode = meta.mode();
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid == 0 {
+        return mode & 0o111 != 0;
+    }
+    if meta.uid() == euid {
+        mode & 0o100 != 0
+    } else if meta.gid() == nix::unistd::getegid().as_raw() {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, body: &str, mode: u32) {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn ignored_names() {
+        for (name, expect) in [
+            (".hidden", Some(IgnoreReason::Hidden)),
+            ("a~", Some(IgnoreReason::Leftover("*~"))),
+            ("a.bak", Some(IgnoreReason::Leftover("*.bak"))),
+            ("a.orig", Some(IgnoreReason::Leftover("*.orig"))),
+            ("a.swp", Some(IgnoreReason::Leftover("*.swp"))),
+            ("a.dpkg-dist", Some(IgnoreReason::Leftover("*.dpkg-*"))),
+            ("a.dpkg-old", Some(IgnoreReason::Leftover("*.dpkg-*"))),
+            ("a.ucf-new", Some(IgnoreReason::Leftover("*.ucf-*"))),
+            ("a.rpmnew", Some(IgnoreReason::Leftover("*.rpmnew"))),
+            ("a.rpmsave", Some(IgnoreReason::Leftover("*.rpmsave"))),
+            ("a.rpmorig", Some(IgnoreReason::Leftover("*.rpmorig"))),
+            ("a.disabled", Some(IgnoreReason::Disabled)),
+            ("10-copy.sh", None),
+            ("backup", None),
+            ("a.dpkg", None),
+        ] {
+            assert_eq!(ignore_reason(name.as_bytes()), expect, "{name}");
+        }
+    }
+
+    #[test]
+    fn byte_order_and_states() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        write(dir, "b", "#!/bin/sh\n# phases: x\n", 0o755);
+        write(dir, "B", "#!/bin/sh\n# phases: x\n", 0o755);
+        write(dir, "a-noexec", "#!/bin/sh\n# phases: x\n", 0o644);
+        write(dir, "_x", "#!/bin/sh\n# phases: y\n", 0o755);
+        write(dir, "bad", "#!/bin/sh\n# mode: asnyc\n# phases: x\n", 0o755);
+        write(dir, "nophase", "#!/bin/sh\necho\n", 0o755);
+        write(dir, "old~", "#!/bin/sh\n# phases: x\n", 0o755);
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(dir.join("missing"), dir.join("dangling")).unwrap();
+        std::os::unix::fs::symlink(dir.join("loop"), dir.join("loop")).unwrap();
+        nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+
+        let entries = scan(dir).unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.display_name().into_owned()).collect();
+        assert_eq!(names, ["B", "_x", "a-noexec", "b", "bad", "dangling", "fifo", "loop", "nophase", "old~", "sub"]);
+        let v: Vec<_> = entries.iter().map(|e| e.verdict("x", None)).collect();
+        use Verdict::*;
+        assert_eq!(
+            v,
+            [
+                Run,
+                OtherPhase,
+                NotExecutable,
+                Run,
+                HeaderInvalid,
+                Unusable,
+                Unusable,
+                Unusable,
+                NoPhases,
+                Ignored(IgnoreReason::Leftover("*~")),
+                Ignored(IgnoreReason::Directory),
+            ]
+        );
+        let EntryState::Unusable(why) = &entries[5].state else { panic!() };
+        assert!(why.contains("dangling"), "{why}");
+        let EntryState::Unusable(why) = &entries[6].state else { panic!() };
+        assert!(why.contains("FIFO"), "{why}");
+        let EntryState::Unusable(why) = &entries[7].state else { panic!() };
+        assert!(why.contains("loop"), "{why}");
+    }
+
+    #[test]
+    fn header_read_is_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let mut body = String::from("#!/bin/sh\n");
+        while body.len() < HEADER_LIMIT + 100 {
+            body.push_str("# padding padding padding\n");
+        }
+        body.push_str("# phases: x\n");
+        write(d.path(), "big", &body, 0o755);
+        let entries = scan(d.path()).unwrap();
+        assert_eq!(entries[0].verdict("x", None), Verdict::NoPhases);
+    }
+
+    #[test]
+    fn missing_dir_and_file_as_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let e = scan(&d.path().join("nope")).unwrap_err();
+        assert!(matches!(e, DispatchError::HooksDirMissing { .. }));
+        assert!(e.to_string().contains("mkdir"), "{e}");
+        write(d.path(), "f", "", 0o644);
+        assert!(matches!(scan(&d.path().join("f")).unwrap_err(), DispatchError::HooksDirNotADirectory { .. }));
+    }
+}

@@ -1,0 +1,459 @@
+//! One dispatch: every hook of the directory that asked for this phase and object, in
+//! order, with the `on-error` policy and exit-code rules of DESIGN §4.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Settings;
+use crate::discover::{self, Entry, EntryState, Verdict};
+use crate::error::DispatchError;
+use crate::header::{Mode, OnError};
+use crate::job::job_name;
+use crate::lock::{self, LockWait};
+use crate::process::{self, Ending, Exit, Output, SyncCommand};
+use crate::record::{OutcomeKind, RecordLog, RunRecord};
+use crate::signals::SignalWatch;
+
+/// The `PATH` hooks get when the platform gave none (vzdump clears the environment).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the platform asked for, as the adapter understood it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub platform: String,
+    pub phase: String,
+    pub object: Option<String>,
+    /// Passed to every hook unchanged.
+    pub args: Vec<OsString>,
+    /// Extra environment for hooks, on top of the inherited one.
+    pub env: Vec<(OsString, OsString)>,
+    /// Given to every sync hook on stdin; `None` means EOF.
+    pub stdin: Option<Vec<u8>>,
+    /// `on-error` for hooks whose header does not say.
+    pub default_on_error: OnError,
+    /// Whether this phase's exit code matters to the platform. When it does not (vzdump
+    /// `pre-restart`, where a failure would leave the guest stopped), failures are logged
+    /// and the dispatch exits 0.
+    pub may_fail: bool,
+}
+
+/// The result of one matched hook.
+#[derive(Debug, Clone)]
+pub struct HookReport {
+    pub name: String,
+    pub mode: Mode,
+    pub on_error: OnError,
+    pub outcome: OutcomeKind,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration: Duration,
+    /// Why it failed, in words, when it did.
+    pub message: Option<String>,
+}
+
+impl HookReport {
+    pub fn failed(&self) -> bool {
+        !matches!(self.outcome, OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Started)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub run_id: String,
+    pub hooks: Vec<HookReport>,
+    /// What the dispatcher exits with.
+    pub exit_code: i32,
+    /// The terminating signal that stopped the dispatch.
+    pub stopped_by: Option<i32>,
+}
+
+/// Picks the hooks directory (DESIGN §3): `HOOKRUN_HOOKS_DIR`; `hooks.d` beside the
+/// invoked path when it has a `/` and that directory exists; `hooks_dir` from the
+/// config; the platform's default.
+pub fn resolve_hooks_dir(settings: &Settings, invoked_as: Option<&Path>, default: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("HOOKRUN_HOOKS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(invoked) = invoked_as
+        && invoked.as_os_str().as_encoded_bytes().contains(&b'/')
+        && let Some(parent) = invoked.parent()
+    {
+        let beside = parent.join("hooks.d");
+        if beside.is_dir() {
+            return beside;
+        }
+    }
+    settings.hooks_dir.clone().unwrap_or_else(|| default.to_owned())
+}
+
+/// A fresh id for one dispatch: time-sortable and unique per process.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now();
+    let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{}-{:05x}", crate::time::compact(now), std::process::id(), nanos >> 12)
+}
+
+pub fn dispatch(settings: &Settings, hooks_dir: &Path, req: &Request) -> Result<Report, DispatchError> {
+    let entries = discover::scan(hooks_dir)?;
+    Ok(Dispatcher::new(settings, hooks_dir, req).run(&entries))
+}
+
+struct Dispatcher<'a> {
+    settings: &'a Settings,
+    hooks_dir: &'a Path,
+    req: &'a Request,
+    run_id: String,
+    records: RecordLog,
+    signals: Option<SignalWatch>,
+    euid: u32,
+    /// `None` until checked; the directory is checked once, and only if a hook runs.
+    dir_refusal: Option<Option<String>>,
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(settings: &'a Settings, hooks_dir: &'a Path, req: &'a Request) -> Self {
+        Dispatcher {
+            settings,
+            hooks_dir,
+            req,
+            run_id: new_run_id(),
+            records: RecordLog::new(&settings.log_dir),
+            signals: None,
+            euid: nix::unistd::geteuid().as_raw(),
+            dir_refusal: None,
+        }
+    }
+
+    fn run(mut self, entries: &[Entry]) -> Report {
+        let req = self.req;
+        let object = req.object.as_deref();
+        let mut hooks = Vec::new();
+        let mut aborted_by: Option<String> = None;
+        let mut first_failure: Option<i32> = None;
+        let mut stopped_by = None;
+
+        for entry in entries {
+            let verdict = entry.verdict(&req.phase, object);
+            let name = entry.display_name();
+            match verdict {
+                Verdict::Ignored(_) | Verdict::NoPhases | Verdict::OtherPhase | Verdict::OtherObject => continue,
+                Verdict::Unusable => {
+                    if let EntryState::Unusable(why) = &entry.state {
+                        tracing::warn!("{}: {why}; it is not run (remove it or fix it)", entry.path.display());
+                    }
+                    continue;
+                }
+                Verdict::NotExecutable => {
+                    tracing::warn!(
+                        "{} asks for phase {} but is not executable, so it is not run: chmod +x {} (or rename it to {}.disabled)",
+                        entry.path.display(),
+                        req.phase,
+                        entry.path.display(),
+                        name
+                    );
+                    continue;
+                }
+                Verdict::HeaderInvalid | Verdict::Run => {}
+            }
+            let cand = entry.candidate().expect("only candidates run");
+            let header = &cand.header;
+            let mode = header.mode_or_default();
+            let on_error = header.on_error.unwrap_or(req.default_on_error);
+            let job = job_name(&req.platform, &name, object);
+            let started = SystemTime::now();
+
+            let mut report = HookReport {
+                name: name.clone().into_owned(),
+                mode,
+                on_error,
+                outcome: OutcomeKind::Skipped,
+                exit_code: None,
+                signal: None,
+                duration: Duration::ZERO,
+                message: None,
+            };
+
+            if stopped_by.is_none() {
+                stopped_by = self.signals.as_mut().and_then(SignalWatch::stop_signal);
+            }
+            if let Some(by) = &aborted_by {
+                report.message = Some(format!("skipped: {by} failed with on-error abort"));
+            } else if let Some(sig) = stopped_by {
+                report.message = Some(format!("skipped: the dispatcher received signal {sig}"));
+            } else if verdict == Verdict::HeaderInvalid {
+                let errors: Vec<String> = header
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}:{}", entry.path.display(), e))
+                    .collect();
+                report.outcome = OutcomeKind::Refused;
+                report.exit_code = Some(126);
+                report.message = Some(format!("refused, its header is invalid: {}", errors.join("; ")));
+            } else if let Err(why) = self.check_permissions(entry) {
+                report.outcome = OutcomeKind::Refused;
+                report.exit_code = Some(126);
+                report.message = Some(format!("refused: {why}"));
+            } else if mode == Mode::Async {
+                report.outcome = OutcomeKind::Refused;
+                report.exit_code = Some(126);
+                report.message = Some(
+                    "refused: async hooks are not supported yet by this build; add '# mode: sync' to run it inline"
+                        .to_string(),
+                );
+            } else {
+                self.run_sync(entry, &job, header.timeout, header.lock.as_deref(), &mut report);
+                if let Some(sig) = report.signal.filter(|_| report.outcome == OutcomeKind::Signal)
+                    && self.signals.as_mut().and_then(SignalWatch::stop_signal) == Some(sig)
+                {
+                    stopped_by = Some(sig);
+                }
+            }
+
+            self.log_result(&report);
+            self.records.append(&RunRecord {
+                time: crate::time::rfc3339(started),
+                run_id: self.run_id.clone(),
+                platform: req.platform.clone(),
+                phase: req.phase.clone(),
+                object: req.object.clone(),
+                hook: report.name.clone(),
+                mode: mode.as_str().to_owned(),
+                outcome: report.outcome,
+                exit_code: report.exit_code,
+                signal: report.signal,
+                duration_ms: report.duration.as_millis() as u64,
+                job,
+            });
+            if report.failed() {
+                if on_error != OnError::Warn && first_failure.is_none() {
+                    first_failure = Some(failure_exit_code(&report));
+                }
+                if on_error == OnError::Abort && aborted_by.is_none() {
+                    aborted_by = Some(report.name.clone());
+                }
+            }
+            hooks.push(report);
+        }
+        if stopped_by.is_none() {
+            stopped_by = self.signals.as_mut().and_then(SignalWatch::stop_signal);
+        }
+
+        let exit_code = match (stopped_by, first_failure) {
+            (Some(sig), _) => 128 + sig,
+            (None, Some(code)) if req.may_fail => code,
+            (None, Some(code)) => {
+                tracing::error!(
+                    "phase {} failed (would be exit {code}), but a failure here is not passed on to {}: exiting 0",
+                    req.phase,
+                    req.platform
+                );
+                0
+            }
+            (None, None) => 0,
+        };
+        Report {
+            run_id: self.run_id,
+            hooks,
+            exit_code,
+            stopped_by,
+        }
+    }
+
+    fn check_permissions(&mut self, entry: &Entry) -> Result<(), String> {
+        if !self.settings.strict_permissions {
+            return Ok(());
+        }
+        let euid = self.euid;
+        let dir_result = self.dir_refusal.get_or_insert_with(|| {
+            match std::fs::metadata(self.hooks_dir) {
+                Ok(meta) => crate::perms::check_dir(self.hooks_dir, &meta, euid).err(),
+                Err(e) => Some(format!("cannot inspect {}: {e}", self.hooks_dir.display())),
+            }
+        });
+        if let Some(why) = dir_result {
+            return Err(why.clone());
+        }
+        let cand = entry.candidate().expect("checked entries are candidates");
+        crate::perms::check_hook(&entry.path, &cand.meta, euid)?;
+        if cand.symlink {
+            crate::perms::check_symlink_target_dir(&entry.path, euid)?;
+        }
+        Ok(())
+    }
+
+    fn env_for(&self, entry: &Entry, job: &str) -> Vec<(OsString, OsString)> {
+        let req = self.req;
+        let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(8 + req.env.len());
+        if std::env::var_os("PATH").is_none() && !req.env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        env.extend(req.env.iter().cloned());
+        env.push(("HOOKRUN_PLATFORM".into(), req.platform.clone().into()));
+        env.push(("HOOKRUN_PHASE".into(), req.phase.clone().into()));
+        if let Some(o) = &req.object {
+            env.push(("HOOKRUN_OBJECT".into(), o.clone().into()));
+        }
+        env.push(("HOOKRUN_HOOK".into(), entry.name.clone()));
+        env.push(("HOOKRUN_JOB".into(), job.into()));
+        env.push(("HOOKRUN_RUN_ID".into(), self.run_id.clone().into()));
+        env
+    }
+
+    fn signals(&mut self) -> &mut SignalWatch {
+        self.signals.get_or_insert_with(|| {
+            SignalWatch::install().unwrap_or_else(|e| panic!("cannot set up signal handling (signalfd): {e}"))
+        })
+    }
+
+    fn run_sync(&mut self, entry: &Entry, job: &str, header_timeout: Option<Duration>, lock: Option<&str>, report: &mut HookReport) {
+        let started = Instant::now();
+        let lock_dir = self.settings.lock_dir.clone();
+        let _guard = match lock {
+            None => None,
+            Some(name) => match lock::acquire(&lock_dir, name, self.signals()) {
+                LockWait::Acquired(g) => Some(g),
+                LockWait::Interrupted(sig) => {
+                    report.outcome = OutcomeKind::Skipped;
+                    report.message = Some(format!("skipped: signal {sig} arrived while waiting for lock {name}"));
+                    report.duration = started.elapsed();
+                    return;
+                }
+                LockWait::Failed(why) => {
+                    report.outcome = OutcomeKind::SpawnError;
+                    report.exit_code = Some(126);
+                    report.message = Some(why);
+                    report.duration = started.elapsed();
+                    return;
+                }
+            },
+        };
+        let env = self.env_for(entry, job);
+        let output = if self.settings.prefix_output {
+            Output::Prefixed(&report.name)
+        } else {
+            Output::Plain
+        };
+        let cmd = SyncCommand {
+            program: &entry.path,
+            args: &self.req.args,
+            env: &env,
+            stdin: self.req.stdin.as_deref(),
+            timeout: header_timeout.or(self.settings.default_timeout),
+            kill_grace: self.settings.kill_grace,
+            output,
+        };
+        let result = process::run_sync(&cmd, self.signals());
+        report.duration = started.elapsed();
+        if result.pipe_held {
+            tracing::warn!(
+                "{}: a process it started in the background still holds its output open; stopped reading {}s after the hook exited (redirect the background process's output, e.g. >/dev/null 2>&1, or use '# mode: async')",
+                report.name,
+                process::PIPE_GRACE.as_secs()
+            );
+        }
+        apply_ending(report, result.ending, &entry.path);
+    }
+
+    fn log_result(&self, r: &HookReport) {
+        let secs = r.duration.as_secs_f64();
+        match (r.outcome, &r.message) {
+            (OutcomeKind::Ok, _) => tracing::info!("{}: ok ({secs:.2}s)", r.name),
+            (OutcomeKind::Skipped, Some(m)) => tracing::warn!("{}: {m}", r.name),
+            (_, msg) if r.failed() => {
+                let what = msg.clone().unwrap_or_else(|| describe_failure(r));
+                if r.on_error == OnError::Warn {
+                    tracing::warn!("{}: {what} (on-error warn: the dispatch goes on)", r.name);
+                } else {
+                    tracing::error!("{}: {what} (on-error {})", r.name, r.on_error);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn describe_failure(r: &HookReport) -> String {
+    match r.outcome {
+        OutcomeKind::Failed => format!("failed with exit code {}", r.exit_code.unwrap_or(-1)),
+        OutcomeKind::Timeout => format!("timed out after {:.1}s and was killed with its process group", r.duration.as_secs_f64()),
+        OutcomeKind::Signal => format!("killed by signal {}", r.signal.unwrap_or(0)),
+        other => other.as_str().to_string(),
+    }
+}
+
+fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path) {
+    let set_exit = |report: &mut HookReport, exit: Exit| match exit {
+        Exit::Code(c) => report.exit_code = Some(c),
+        Exit::Signal(s) => report.signal = Some(s),
+        Exit::Abandoned => {
+            report.message = Some("did not die even after SIGKILL (stuck in the kernel, e.g. on a hung mount); left behind".into());
+        }
+    };
+    match ending {
+        Ending::Exited(Exit::Code(0)) => report.outcome = OutcomeKind::Ok,
+        Ending::Exited(Exit::Code(c)) => {
+            report.outcome = OutcomeKind::Failed;
+            report.exit_code = Some(c);
+        }
+        Ending::Exited(exit @ (Exit::Signal(_) | Exit::Abandoned)) => {
+            report.outcome = OutcomeKind::Signal;
+            set_exit(report, exit);
+        }
+        Ending::TimedOut(exit) => {
+            report.outcome = OutcomeKind::Timeout;
+            set_exit(report, exit);
+            let abandoned = report.message.take();
+            report.message = Some(format!(
+                "timed out after {:.1}s; its process group was sent SIGTERM, then SIGKILL after the grace period{}",
+                report.duration.as_secs_f64(),
+                abandoned.map(|m| format!("; {m}")).unwrap_or_default()
+            ));
+        }
+        Ending::Interrupted { signal, exit } => {
+            report.outcome = OutcomeKind::Signal;
+            set_exit(report, exit);
+            report.signal = Some(signal);
+            report.message = Some(format!("stopped: the dispatcher received signal {signal} and passed it on to the hook's process group"));
+        }
+        Ending::SpawnFailed(e) => {
+            report.outcome = OutcomeKind::SpawnError;
+            let (code, why) = spawn_error(&e, path);
+            report.exit_code = Some(code);
+            report.message = Some(why);
+        }
+    }
+}
+
+/// Exit code and explanation for a hook that could not be started.
+fn spawn_error(e: &std::io::Error, path: &Path) -> (i32, String) {
+    let p = path.display();
+    match e.raw_os_error() {
+        Some(nix::libc::ENOENT) if path.exists() => (
+            127,
+            format!("cannot run {p}: bad interpreter: the program on its #! line does not exist"),
+        ),
+        Some(nix::libc::ENOENT) => (127, format!("cannot run {p}: it was removed before it could run")),
+        Some(nix::libc::ENOEXEC) => (
+            126,
+            format!("cannot run {p}: not a valid executable; scripts need a #! line such as #!/bin/sh"),
+        ),
+        Some(nix::libc::EACCES) => (126, format!("cannot run {p}: permission denied ({e})")),
+        _ => (126, format!("cannot run {p}: {e}")),
+    }
+}
+
+/// The exit code a failing hook gives the dispatch (DESIGN §4).
+pub fn failure_exit_code(r: &HookReport) -> i32 {
+    match r.outcome {
+        OutcomeKind::Failed => match r.exit_code {
+            Some(c @ 1..=125) => c,
+            _ => 1,
+        },
+        OutcomeKind::Timeout => 124,
+        OutcomeKind::Refused => 126,
+        OutcomeKind::SpawnError => r.exit_code.unwrap_or(126),
+        OutcomeKind::Signal => 128 + r.signal.unwrap_or(0),
+        OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Started => 0,
+    }
+}

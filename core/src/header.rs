@@ -1,0 +1,531 @@
+//! The machine-readable comment header at the top of a hook (DESIGN §2).
+//!
+//! The header is the initial block of lines starting with `#`; parsing stops at the first
+//! line that does not. Only the first [`HEADER_LIMIT`] bytes of a file are ever looked at,
+//! so a binary or a huge script costs one bounded read. Bytes need not be UTF-8 and lines
+//! may end in CRLF.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::objects::ObjectPattern;
+
+/// How many bytes of a hook are read to find its header.
+pub const HEADER_LIMIT: usize = 8 * 1024;
+
+/// `# mode:` — whether the dispatcher waits for the hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sync,
+    Async,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Async => "async",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `# on-error:` — what a failure of the hook does to the rest of the dispatch (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop: later hooks are skipped and the dispatch fails.
+    Abort,
+    /// Keep going, but the dispatch fails at the end.
+    Fail,
+    /// Log and record only.
+    Warn,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Abort => "abort",
+            OnError::Fail => "fail",
+            OnError::Warn => "warn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OnError> {
+        match s {
+            "abort" => Some(OnError::Abort),
+            "fail" => Some(OnError::Fail),
+            "warn" => Some(OnError::Warn),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for OnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The phases a hook asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phases {
+    /// `*`: every phase.
+    All,
+    List(Vec<String>),
+}
+
+impl Phases {
+    pub fn matches(&self, phase: &str) -> bool {
+        match self {
+            Phases::All => true,
+            Phases::List(list) => list.iter().any(|p| p == phase),
+        }
+    }
+}
+
+impl fmt::Display for Phases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phases::All => f.write_str("*"),
+            Phases::List(list) => f.write_str(&list.join(" ")),
+        }
+    }
+}
+
+/// A recognised key whose value is wrong. The hook refuses to run while it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderError {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: invalid value {:?} for '{}': {}",
+            self.line, self.value, self.key, self.reason
+        )
+    }
+}
+
+/// Everything the header says. Absent keys are `None`; their defaults come from the
+/// configuration and the platform, not from here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    pub mode: Option<Mode>,
+    pub phases: Option<Phases>,
+    pub mk_job: bool,
+    pub timeout: Option<Duration>,
+    pub on_error: Option<OnError>,
+    pub lock: Option<String>,
+    pub objects: Option<Vec<ObjectPattern>>,
+    pub errors: Vec<HeaderError>,
+    /// True when the `# phases:` line was present but invalid: the hook is then treated
+    /// as asking for every phase, so its error is reported wherever it could have run.
+    pub phases_invalid: bool,
+    /// True when the `# objects:` line was present but invalid (same reasoning).
+    pub objects_invalid: bool,
+}
+
+/// The keys the dispatcher understands.
+pub const KEYS: &[&str] = &["mode", "phases", "mk-job", "timeout", "on-error", "lock", "objects"];
+
+impl Header {
+    /// The hook's mode, `async` when the header does not say (the seed's default).
+    pub fn mode_or_default(&self) -> Mode {
+        self.mode.unwrap_or(Mode::Async)
+    }
+
+    /// Whether the hook asked for `phase`. A hook without `# phases:` never runs.
+    pub fn wants_phase(&self, phase: &str) -> bool {
+        if self.phases_invalid {
+            return true;
+        }
+        self.phases.as_ref().is_some_and(|p| p.matches(phase))
+    }
+
+    /// Whether the hook runs for `object`. Without `# objects:` a hook runs for every
+    /// object and for dispatches without one; with it, only for a listed object.
+    pub fn wants_object(&self, object: Option<&str>) -> bool {
+        if self.objects_invalid {
+            return true;
+        }
+        match (&self.objects, object) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(patterns), Some(obj)) => patterns.iter().any(|p| p.matches(obj)),
+        }
+    }
+}
+
+/// One line of the header block, with its key split off when it looks like `key: value`.
+#[derive(Debug)]
+pub struct CommentLine<'a> {
+    pub number: usize,
+    /// The text after `#`, CR and surrounding whitespace removed.
+    pub body: &'a [u8],
+}
+
+/// Iterates over the header block of `buf`: the leading lines that start with `#`.
+///
+/// A final line cut off by the read limit is not part of the header (it may be a longer
+/// line that simply did not fit), so callers pass `truncated = true` when `buf` was filled
+/// to the limit.
+pub fn header_lines(buf: &[u8], truncated: bool) -> impl Iterator<Item = CommentLine<'_>> {
+    let mut rest = buf;
+    let mut number = 0;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next, complete) = match memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..], true),
+            None => (rest, &rest[rest.len()..], false),
+        };
+        if !complete && truncated {
+            return None;
+        }
+        rest = next;
+        number += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let body = line.strip_prefix(b"#")?;
+        Some(CommentLine { number, body: trim(body) })
+    })
+}
+
+/// Splits `key: value` (whitespace around key and colon is free). Returns `None` for
+/// prose comments, the shebang and anything that is not an identifier before a colon.
+pub fn split_key(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    if body.first() == Some(&b'!') {
+        return None;
+    }
+    match memchr(b':', body) {
+        Some(i) => {
+            let key = trim(&body[..i]);
+            if key.is_empty() || !key.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return None;
+            }
+            Some((key, trim(&body[i + 1..])))
+        }
+        // A bare word such as `mk-job`.
+        None if !body.is_empty() && body.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+            Some((body, &[][..]))
+        }
+        None => None,
+    }
+}
+
+/// Parses the header from the first bytes of a hook. `truncated` says whether `buf` was
+/// cut at [`HEADER_LIMIT`].
+pub fn parse(buf: &[u8], truncated: bool) -> Header {
+    let mut h = Header::default();
+    let mut seen: [Option<usize>; 7] = [None; 7];
+    for line in header_lines(buf, truncated) {
+        let Some((key, value)) = split_key(line.body) else { continue };
+        let Some(index) = KEYS.iter().position(|k| k.as_bytes() == key) else { continue };
+        let key_name = KEYS[index];
+        let value_str = String::from_utf8_lossy(value);
+        let problem = if let Some(first) = seen[index] {
+            Some(format!("'{key_name}' is already set on line {first}; keep one line"))
+        } else {
+            seen[index] = Some(line.number);
+            apply(&mut h, key_name, value, &value_str).err()
+        };
+        if let Some(reason) = problem {
+            h.errors.push(HeaderError {
+                line: line.number,
+                key: key_name,
+                value: value_str.into_owned(),
+                reason,
+            });
+        }
+    }
+    h
+}
+
+/// Stores one recognised key's value in `h`, or says why the value is wrong.
+fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(), String> {
+    match key {
+        "mode" => match value {
+            b"sync" => h.mode = Some(Mode::Sync),
+            b"async" => h.mode = Some(Mode::Async),
+            _ => return Err("expected 'sync' or 'async'".into()),
+        },
+        "phases" => match parse_phases(value_str) {
+            Ok(p) => h.phases = Some(p),
+            Err(reason) => {
+                h.phases_invalid = true;
+                return Err(reason);
+            }
+        },
+        "mk-job" if value.is_empty() => h.mk_job = true,
+        "mk-job" => return Err("'mk-job' takes no value; write the line as '# mk-job'".into()),
+        "timeout" => h.timeout = Some(parse_duration(value_str)?),
+        "on-error" => {
+            h.on_error = Some(OnError::parse(value_str).ok_or("expected 'abort', 'fail' or 'warn'")?);
+        }
+        "lock" => {
+            validate_lock_name(value_str)?;
+            h.lock = Some(value_str.to_owned());
+        }
+        "objects" => match crate::objects::parse_list(value_str) {
+            Ok(list) => h.objects = Some(list),
+            Err(reason) => {
+                h.objects_invalid = true;
+                return Err(reason);
+            }
+        },
+        _ => unreachable!("every entry of KEYS is handled"),
+    }
+    Ok(())
+}
+
+fn parse_phases(value: &str) -> Result<Phases, String> {
+    if value.is_empty() {
+        return Err("no phase given; list phases separated by spaces, or '*' for every phase".into());
+    }
+    let mut list = Vec::new();
+    for word in value.split_ascii_whitespace() {
+        if word == "*" {
+            return if value.split_ascii_whitespace().count() == 1 {
+                Ok(Phases::All)
+            } else {
+                Err("'*' already means every phase; do not combine it with names".into())
+            };
+        }
+        if word.contains(',') {
+            return Err("phases are separated by spaces, not commas".into());
+        }
+        if !word.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')) {
+            return Err(format!(
+                "phase {word:?} has characters outside letters, digits, '-', '_', '.' and ':'"
+            ));
+        }
+        list.push(word.to_owned());
+    }
+    Ok(Phases::List(list))
+}
+
+/// Parses `90`, `90s`, `5m`, `1h` into a duration. Zero is refused: it would either
+/// mean "no time at all" or "no limit", and a reader cannot tell which was meant.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err("expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)".into()),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)".to_string())?;
+    if n == 0 {
+        return Err("must be greater than zero; leave the line out for no timeout".into());
+    }
+    n.checked_mul(factor)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "is too large".to_string())
+}
+
+/// Lock names become file names under the lock directory, so they must not be able to
+/// name anything else.
+pub fn validate_lock_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("no lock name given".into());
+    }
+    if name.len() > 64 {
+        return Err("lock names are at most 64 characters".into());
+    }
+    if name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return Err("lock names use letters, digits, '-', '_' and '.', and do not start with '.'".into());
+    }
+    Ok(())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Header {
+        parse(text.as_bytes(), false)
+    }
+
+    #[test]
+    fn seed_header() {
+        let h = p("#!/bin/bash\n# mode: async\n# phases: log-end\n# mk-job\nset -e\n# mode: sync\n");
+        assert_eq!(h.mode, Some(Mode::Async));
+        assert_eq!(h.phases, Some(Phases::List(vec!["log-end".into()])));
+        assert!(h.mk_job);
+        assert!(h.errors.is_empty());
+    }
+
+    #[test]
+    fn parsing_stops_at_first_non_comment_line() {
+        let h = p("#!/bin/sh\n\n# phases: job-end\n");
+        assert_eq!(h.phases, None);
+        assert!(!h.wants_phase("job-end"));
+    }
+
+    #[test]
+    fn whitespace_is_free_and_crlf_tolerated() {
+        let h = p("#!/bin/sh\r\n#mode:sync\r\n#   phases :  a   b\tc  \r\n#  mk-job  \r\n");
+        assert_eq!(h.mode, Some(Mode::Sync));
+        assert_eq!(h.phases, Some(Phases::List(vec!["a".into(), "b".into(), "c".into()])));
+        assert!(h.mk_job);
+        assert!(h.errors.is_empty(), "{:?}", h.errors);
+    }
+
+    #[test]
+    fn all_keys() {
+        let h = p("#!/bin/sh\n# mode: sync\n# phases: *\n# timeout: 2m\n# on-error: abort\n# lock: backup.nfs\n# objects: 101 200-299 web-*\n");
+        assert_eq!(h.phases, Some(Phases::All));
+        assert!(h.wants_phase("anything"));
+        assert_eq!(h.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(h.on_error, Some(OnError::Abort));
+        assert_eq!(h.lock.as_deref(), Some("backup.nfs"));
+        assert!(h.wants_object(Some("250")));
+        assert!(h.wants_object(Some("web-1")));
+        assert!(!h.wants_object(Some("300")));
+        assert!(!h.wants_object(None));
+        assert!(h.errors.is_empty());
+    }
+
+    #[test]
+    fn defaults() {
+        let h = p("#!/bin/sh\n# phases: x\n");
+        assert_eq!(h.mode_or_default(), Mode::Async);
+        assert!(h.wants_object(None));
+        assert!(h.wants_object(Some("101")));
+        assert!(!h.wants_phase("y"));
+    }
+
+    #[test]
+    fn invalid_values_name_line_and_value() {
+        let h = p("#!/bin/sh\n# mode: asnyc\n# phases: log-end\n");
+        assert_eq!(h.errors.len(), 1);
+        let e = &h.errors[0];
+        assert_eq!((e.line, e.key, e.value.as_str()), (2, "mode", "asnyc"));
+        assert_eq!(e.to_string(), "line 2: invalid value \"asnyc\" for 'mode': expected 'sync' or 'async'");
+    }
+
+    #[test]
+    fn every_malformed_value_is_an_error() {
+        for (line, key) in [
+            ("# mode: SYNC", "mode"),
+            ("# mode:", "mode"),
+            ("# phases:", "phases"),
+            ("# phases: log-end,job-end", "phases"),
+            ("# phases: * log-end", "phases"),
+            ("# phases: a/b", "phases"),
+            ("# mk-job: yes", "mk-job"),
+            ("# timeout: 0", "timeout"),
+            ("# timeout: 5d", "timeout"),
+            ("# timeout: soon", "timeout"),
+            ("# timeout: -5", "timeout"),
+            ("# timeout: 99999999999999999999h", "timeout"),
+            ("# on-error: ignore", "on-error"),
+            ("# lock: ../etc/passwd", "lock"),
+            ("# lock: .hidden", "lock"),
+            ("# lock:", "lock"),
+            ("# objects:", "objects"),
+            ("# objects: 300-200", "objects"),
+            ("# objects: a/b", "objects"),
+        ] {
+            let h = p(&format!("#!/bin/sh\n{line}\n"));
+            assert_eq!(h.errors.len(), 1, "{line}: {:?}", h.errors);
+            assert_eq!(h.errors[0].key, key, "{line}");
+            assert_eq!(h.errors[0].line, 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let h = p("#!/bin/sh\n# mode: sync\n# mode: async\n");
+        assert_eq!(h.mode, Some(Mode::Sync));
+        assert_eq!(h.errors.len(), 1);
+        assert!(h.errors[0].reason.contains("line 2"));
+    }
+
+    #[test]
+    fn invalid_phases_match_everywhere_so_the_error_is_seen() {
+        let h = p("#!/bin/sh\n# phases: a,b\n");
+        assert!(h.wants_phase("job-start"));
+        let h = p("#!/bin/sh\n# phases: a\n# objects: 9-1\n");
+        assert!(h.wants_object(None));
+    }
+
+    #[test]
+    fn near_misses_and_prose_are_ignored_at_run_time() {
+        let h = p("#!/bin/sh\n# Mode: sync\n# phase: log-end\n# This hook copies: files\n# phases: x\n");
+        assert_eq!(h.mode, None);
+        assert_eq!(h.phases, Some(Phases::List(vec!["x".into()])));
+        assert!(h.errors.is_empty());
+    }
+
+    #[test]
+    fn non_utf8_is_tolerated() {
+        let mut buf = b"#!/bin/sh\n# caf\xe9 \xff\n# phases: job-end\n".to_vec();
+        buf.extend_from_slice(b"\x00\x01binary");
+        let h = parse(&buf, false);
+        assert!(h.wants_phase("job-end"));
+        let h = parse(b"# mode: \xffsync\n", false);
+        assert_eq!(h.errors.len(), 1);
+        assert_eq!(h.errors[0].value, "\u{fffd}sync");
+    }
+
+    #[test]
+    fn truncated_last_line_is_dropped() {
+        assert_eq!(parse(b"# phases: a\n# mode: sy", true).mode, None);
+        assert_eq!(parse(b"# phases: a\n# mode: sync", false).mode, Some(Mode::Sync));
+    }
+
+    #[test]
+    fn shebang_with_colon_is_not_a_key() {
+        let h = p("#!/usr/bin/env -S mode: sync\n# phases: a\n");
+        assert_eq!(h.mode, None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1.5m").is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! hookrun-core: everything platform-neutral about running a directory of hooks.
+//!
+//! - [`header`]: the comment header a hook describes itself with;
+//! - [`discover`]: finding hooks and deciding which run;
+//! - [`dispatch`]: running them in order with the `on-error` policy;
+//! - [`process`]: one sync hook in its own process group, with timeouts and signals;
+//! - [`config`], [`record`], [`job`], [`lock`], [`perms`]: the supporting pieces.
+//!
+//! Adapters translate a platform's calling convention into a [`dispatch::Request`];
+//! nothing here knows about Proxmox or libvirt.
+
+pub mod config;
+pub mod discover;
+pub mod dispatch;
+pub mod error;
+pub mod header;
+pub mod job;
+pub mod lock;
+pub mod logging;
+pub mod objects;
+pub mod perms;
+pub mod process;
+pub mod record;
+pub mod signals;
+pub mod time;
+
+pub use config::{Config, Settings};
+pub use dispatch::{Report, Request, dispatch, resolve_hooks_dir};
+pub use error::{ConfigError, DispatchError};
+pub use header::{Mode, OnError};

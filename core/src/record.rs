@@ -1,0 +1,186 @@
+//! Run records: one JSON object per line in `<log_dir>/runs.jsonl` (DESIGN §5).
+//!
+//! Each record is appended with a single `write` on an `O_APPEND` descriptor, so records
+//! from concurrent dispatches never interleave. A log directory that cannot be written is
+//! a warning, never a reason not to run hooks.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What became of one matched hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeKind {
+    Ok,
+    Failed,
+    Timeout,
+    Signal,
+    Refused,
+    SpawnError,
+    Skipped,
+    /// An async hook that has been started and has not ended yet.
+    Started,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Ok => "ok",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Timeout => "timeout",
+            OutcomeKind::Signal => "signal",
+            OutcomeKind::Refused => "refused",
+            OutcomeKind::SpawnError => "spawn-error",
+            OutcomeKind::Skipped => "skipped",
+            OutcomeKind::Started => "started",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// RFC 3339 start time.
+    pub time: String,
+    pub run_id: String,
+    pub platform: String,
+    pub phase: String,
+    pub object: Option<String>,
+    pub hook: String,
+    pub mode: String,
+    pub outcome: OutcomeKind,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    pub job: String,
+}
+
+pub const RECORDS_FILE: &str = "runs.jsonl";
+
+/// Appends records to `<log_dir>/runs.jsonl`, opening it on first use so dispatches that
+/// run nothing touch nothing.
+#[derive(Debug)]
+pub struct RecordLog {
+    path: PathBuf,
+    file: Option<File>,
+    failed: bool,
+}
+
+impl RecordLog {
+    pub fn new(log_dir: &Path) -> RecordLog {
+        RecordLog {
+            path: log_dir.join(RECORDS_FILE),
+            file: None,
+            failed: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut File> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                // 0750: records name hooks and objects; operators read them as root.
+                std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
+            }
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o640)
+                .custom_flags(nix::libc::O_CLOEXEC)
+                .open(&self.path)?;
+            self.file = Some(f);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    /// Appends one record. Failures are reported once per dispatch and otherwise ignored.
+    pub fn append(&mut self, record: &RunRecord) {
+        if self.failed {
+            return;
+        }
+        let mut line = serde_json::to_vec(record).expect("records always serialise");
+        line.push(b'\n');
+        let result = self.open().and_then(|f| {
+            let n = f.write(&line)?;
+            if n == line.len() {
+                Ok(())
+            } else {
+                Err(std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write ({n} of {} bytes)", line.len())))
+            }
+        });
+        if let Err(e) = result {
+            self.failed = true;
+            tracing::warn!(
+                "cannot write run record to {}: {e}; hooks still run, but this dispatch is not recorded (check log_dir in the config, free space and permissions)",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Reads every parseable record in `path`; lines that do not parse are counted.
+pub fn read_records(path: &Path) -> std::io::Result<(Vec<RunRecord>, usize)> {
+    let text = std::fs::read(path)?;
+    let mut bad = 0;
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice(line) {
+            Ok(r) => out.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok((out, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(hook: &str) -> RunRecord {
+        RunRecord {
+            time: "2026-11-21T15:30:12.345Z".into(),
+            run_id: "r1".into(),
+            platform: "vzdump".into(),
+            phase: "log-end".into(),
+            object: Some("101".into()),
+            hook: hook.into(),
+            mode: "sync".into(),
+            outcome: OutcomeKind::SpawnError,
+            exit_code: Some(127),
+            signal: None,
+            duration_ms: 5,
+            job: "vzdump-x-101".into(),
+        }
+    }
+
+    #[test]
+    fn appends_parseable_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RecordLog::new(&dir.path().join("sub"));
+        log.append(&rec("a"));
+        log.append(&rec("b"));
+        let (recs, bad) = read_records(log.path()).unwrap();
+        assert_eq!(bad, 0);
+        assert_eq!(recs, vec![rec("a"), rec("b")]);
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(text.contains("\"outcome\":\"spawn-error\""), "{text}");
+    }
+
+    #[test]
+    fn unwritable_log_dir_is_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        // A path below a regular file can never be created.
+        let mut log = RecordLog::new(&file.join("logs"));
+        log.append(&rec("a"));
+        log.append(&rec("b"));
+        assert!(log.failed);
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(hookrun_contrib::not_built("hookrun-copy-encrypt-retain"));
+}
