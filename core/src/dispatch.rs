@@ -329,6 +329,7 @@ impl<'a> Dispatcher<'a> {
             },
         };
         let env = self.env_for(entry, job);
+        let timeout = header_timeout.or(self.settings.default_timeout);
         let output = if self.settings.prefix_output {
             Output::Prefixed(&report.name)
         } else {
@@ -339,7 +340,7 @@ impl<'a> Dispatcher<'a> {
             args: &self.req.args,
             env: &env,
             stdin: self.req.stdin.as_deref(),
-            timeout: header_timeout.or(self.settings.default_timeout),
+            timeout,
             kill_grace: self.settings.kill_grace,
             output,
         };
@@ -352,7 +353,7 @@ impl<'a> Dispatcher<'a> {
                 process::PIPE_GRACE.as_secs()
             );
         }
-        apply_ending(report, result.ending, &entry.path);
+        apply_ending(report, result.ending, &entry.path, timeout);
     }
 
     fn log_result(&self, r: &HookReport) {
@@ -376,13 +377,12 @@ impl<'a> Dispatcher<'a> {
 fn describe_failure(r: &HookReport) -> String {
     match r.outcome {
         OutcomeKind::Failed => format!("failed with exit code {}", r.exit_code.unwrap_or(-1)),
-        OutcomeKind::Timeout => format!("timed out after {:.1}s and was killed with its process group", r.duration.as_secs_f64()),
         OutcomeKind::Signal => format!("killed by signal {}", r.signal.unwrap_or(0)),
         other => other.as_str().to_string(),
     }
 }
 
-fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path) {
+fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path, timeout: Option<Duration>) {
     let set_exit = |report: &mut HookReport, exit: Exit| match exit {
         Exit::Code(c) => report.exit_code = Some(c),
         Exit::Signal(s) => report.signal = Some(s),
@@ -391,7 +391,10 @@ fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path) {
         }
     };
     match ending {
-        Ending::Exited(Exit::Code(0)) => report.outcome = OutcomeKind::Ok,
+        Ending::Exited(Exit::Code(0)) => {
+            report.outcome = OutcomeKind::Ok;
+            report.exit_code = Some(0);
+        }
         Ending::Exited(Exit::Code(c)) => {
             report.outcome = OutcomeKind::Failed;
             report.exit_code = Some(c);
@@ -405,8 +408,8 @@ fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path) {
             set_exit(report, exit);
             let abandoned = report.message.take();
             report.message = Some(format!(
-                "timed out after {:.1}s; its process group was sent SIGTERM, then SIGKILL after the grace period{}",
-                report.duration.as_secs_f64(),
+                "timed out after {}s; its process group was sent SIGTERM, then SIGKILL to whatever was left after the grace period{}",
+                timeout.unwrap_or_default().as_secs(),
                 abandoned.map(|m| format!("; {m}")).unwrap_or_default()
             ));
         }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::signals::SignalWatch;
@@ -202,6 +203,9 @@ impl<'a> Supervisor<'a> {
             let mut wake: Option<Instant> = None;
             let mut soonest = |t: Instant| wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
             if let Some(exited) = self.exited_at {
+                // After SIGKILL the pipes close as the group dies; give them the grace
+                // from then, not from the leader's exit.
+                let exited = self.kill_sent.map_or(exited, |k| k.max(exited));
                 let pipes_open = self.stdout.pipe.is_some() || self.stderr.pipe.is_some();
                 let group_lingers = self.term_sent.is_some() && self.kill_sent.is_none() && self.group_alive();
                 if !pipes_open && !group_lingers {
@@ -281,7 +285,16 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Whether any process of the hook's group still lives. Only asked once the leader
+    /// has been reaped, so reaping the group's other (re-parented) zombies here cannot
+    /// take the leader's status away from `reap`.
     fn group_alive(&self) -> bool {
+        let group = Pid::from_raw(-self.pgid.as_raw());
+        while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
         killpg(self.pgid, None).is_ok()
     }
 

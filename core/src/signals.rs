@@ -1,21 +1,42 @@
-//! The dispatcher's own signals, read from a `signalfd` inside the same `poll` that
-//! watches the hook's pipes, so a signal can never be lost between checks.
+//! The dispatcher's own signals, delivered through a self-pipe that the same `poll`
+//! watching the hook's pipes also watches, so no signal is lost between checks.
 //!
 //! SIGTERM, SIGINT and SIGHUP are what the platform (or an operator) sends to stop a
-//! dispatch; SIGCHLD tells us a hook ended. All four are blocked for normal delivery;
-//! the standard library resets the mask in every child, so hooks see a clean one.
+//! dispatch; SIGCHLD says a hook ended. They are caught by a handler, not blocked: a
+//! blocked mask is inherited by every child through `exec` (and shells pass it on to
+//! their background jobs), which would make a hook's processes deaf to the very SIGTERM
+//! meant to stop them. Caught signals revert to their defaults in the child on `exec`.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::libc;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 /// Signals that stop a dispatch; the dispatcher exits `128 + N` after forwarding them.
 pub const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
+static WRITE_END: AtomicI32 = AtomicI32::new(-1);
+static READ_END: OnceLock<OwnedFd> = OnceLock::new();
+
+extern "C" fn on_signal(signo: libc::c_int) {
+    let fd = WRITE_END.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: write(2) and errno access are async-signal-safe; errno is restored so the
+    // interrupted code never sees the handler's.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let byte = signo as u8;
+        libc::write(fd, (&raw const byte).cast(), 1);
+        *libc::__errno_location() = errno;
+    }
+}
+
 #[derive(Debug)]
 pub struct SignalWatch {
-    fd: SignalFd,
     /// The first terminating signal received; it stays set for the rest of the dispatch.
     stop: Option<i32>,
 }
@@ -29,30 +50,60 @@ pub struct Arrived {
 }
 
 impl SignalWatch {
+    /// Installs the handlers (once per process) and returns a watch on them.
     pub fn install() -> std::io::Result<SignalWatch> {
-        let mut set = SigSet::empty();
-        for s in TERMINATING {
-            set.add(s);
+        if READ_END.get().is_none() {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+            WRITE_END.store(std::os::fd::IntoRawFd::into_raw_fd(write), Ordering::Relaxed);
+            let _ = READ_END.set(read);
+            let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+            let child_action = SigAction::new(
+                SigHandler::Handler(on_signal),
+                SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+                SigSet::empty(),
+            );
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe {
+                for s in TERMINATING {
+                    sigaction(s, &action)?;
+                }
+                sigaction(Signal::SIGCHLD, &child_action)?;
+            }
+            // Processes a hook leaves behind are re-parented to us rather than to PID 1,
+            // so we can reap them: a zombie still counts as a member of its process
+            // group, and a PID 1 that never reaps (common in containers) would otherwise
+            // make a killed group look alive until the grace period runs out.
+            let _ = nix::sys::prctl::set_child_subreaper(true);
         }
-        set.add(Signal::SIGCHLD);
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
-        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        Ok(SignalWatch { fd, stop: None })
+        Ok(SignalWatch { stop: None })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        match READ_END.get() {
+            Some(fd) => fd.as_fd(),
+            // SAFETY: unreachable after `install`; -1 polls as an ignored descriptor.
+            None => unsafe { BorrowedFd::borrow_raw(-1) },
+        }
     }
 
-    /// Reads everything queued on the descriptor without blocking.
+    /// Reads everything queued without blocking.
     pub fn drain(&mut self) -> Arrived {
         let mut arrived = Arrived::default();
-        while let Ok(Some(info)) = self.fd.read_signal() {
-            let signo = info.ssi_signo as i32;
-            if signo == Signal::SIGCHLD as i32 {
-                arrived.child = true;
-            } else if arrived.terminate.is_none() {
-                arrived.terminate = Some(signo);
+        let Some(fd) = READ_END.get() else { return arrived };
+        let mut buf = [0u8; 64];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for &b in &buf[..n] {
+                        let signo = i32::from(b);
+                        if signo == Signal::SIGCHLD as i32 {
+                            arrived.child = true;
+                        } else if arrived.terminate.is_none() {
+                            arrived.terminate = Some(signo);
+                        }
+                    }
+                }
             }
         }
         if self.stop.is_none() {
