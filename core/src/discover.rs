@@ -183,6 +183,31 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>, DispatchError> {
         .collect())
 }
 
+/// Inspects one file as a scan would (for `hookrun lint` on a single path).
+pub fn inspect(path: &Path) -> Entry {
+    let name = path.file_name().map(OsStr::to_owned).unwrap_or_else(|| path.as_os_str().to_owned());
+    let ftype = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
+    let mut buf = vec![0u8; HEADER_LIMIT];
+    let state = classify(&name, path, ftype, &mut buf);
+    Entry {
+        name,
+        path: path.to_owned(),
+        state,
+    }
+}
+
+/// The first [`HEADER_LIMIT`] bytes of a file and whether there was more.
+pub fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let mut buf = vec![0u8; HEADER_LIMIT];
+    let (len, truncated) = read_prefix(&file, &mut buf)?;
+    buf.truncate(len);
+    Ok((buf, truncated))
+}
+
 fn classify(name: &OsStr, path: &Path, ftype: Option<std::fs::FileType>, buf: &mut [u8]) -> EntryState {
     if let Some(reason) = ignore_reason(name.as_bytes()) {
         return EntryState::Ignored(reason);

@@ -265,21 +265,13 @@ impl<'a> Dispatcher<'a> {
             return Ok(());
         }
         let euid = self.euid;
-        let dir_result = self.dir_refusal.get_or_insert_with(|| {
-            match std::fs::metadata(self.hooks_dir) {
-                Ok(meta) => crate::perms::check_dir(self.hooks_dir, &meta, euid).err(),
-                Err(e) => Some(format!("cannot inspect {}: {e}", self.hooks_dir.display())),
-            }
-        });
+        let dir_result = self
+            .dir_refusal
+            .get_or_insert_with(|| crate::perms::check_dir_path(self.hooks_dir, euid).err());
         if let Some(why) = dir_result {
             return Err(why.clone());
         }
-        let cand = entry.candidate().expect("checked entries are candidates");
-        crate::perms::check_hook(&entry.path, &cand.meta, euid)?;
-        if cand.symlink {
-            crate::perms::check_symlink_target_dir(&entry.path, euid)?;
-        }
-        Ok(())
+        crate::perms::check_entry(entry, euid)
     }
 
     fn env_for(&self, entry: &Entry, job: &str) -> Vec<(OsString, OsString)> {

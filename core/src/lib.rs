@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod error;
 pub mod header;
 pub mod job;
+pub mod lint;
 pub mod lock;
 pub mod logging;
 pub mod objects;

@@ -46,6 +46,24 @@ pub fn check_symlink_target_dir(link: &Path, euid: u32) -> Result<(), String> {
     check_dir(dir, &meta, euid).map_err(|m| format!("{} is a symlink into an unsafe place: {m}", link.display()))
 }
 
+/// Everything `strict_permissions` checks for one hook that is about to run: the file
+/// and, for a symlink, the directory holding its target. (The hooks directory itself is
+/// checked once per dispatch with [`check_dir_path`].)
+pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), String> {
+    let Some(cand) = entry.candidate() else { return Ok(()) };
+    check_hook(&entry.path, &cand.meta, euid)?;
+    if cand.symlink {
+        check_symlink_target_dir(&entry.path, euid)?;
+    }
+    Ok(())
+}
+
+/// Checks the hooks directory by path.
+pub fn check_dir_path(dir: &Path, euid: u32) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    check_dir(dir, &meta, euid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,63 @@
-pub fn main_impl() -> i32 { 0 }
+//! The `hookrun` admin CLI: `list`, `lint`, `run`, `demo`. It knows every platform's
+//! phases and defaults through the adapter libraries; the work itself is in the core.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // A CLI's output is its interface.
+
+pub mod cli;
+mod demo;
+mod lint;
+pub(crate) mod list;
+pub mod platforms;
+mod run;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// Exit code for a usage or configuration problem (sysexits EX_USAGE / EX_CONFIG).
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_CONFIG: i32 = 78;
+
+/// The whole program; returns the exit code.
+pub fn main_impl() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let quiet = !matches!(cli.command, Command::Run(_));
+    hookrun_core::logging::init("hookrun", quiet);
+    let result = match cli.command {
+        Command::List(a) => list::main(&a),
+        Command::Lint(a) => lint::main(&a),
+        Command::Run(a) => run::main(&a),
+        Command::Demo(a) => demo::main(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hookrun: error: {e:#}");
+            e.downcast_ref::<Exit>().map_or(1, |x| x.0)
+        }
+    }
+}
+
+/// An error that carries the exit code it should end the program with.
+#[derive(Debug)]
+pub struct Exit(pub i32);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Loads the configuration or fails with exit 78 and the file:line message.
+pub(crate) fn load_config() -> anyhow::Result<hookrun_core::Config> {
+    hookrun_core::Config::load().map_err(|e| anyhow::Error::new(Exit(EXIT_CONFIG)).context(e.to_string()))
+}

@@ -1,0 +1,96 @@
+//! `hookrun lint`: header errors with file:line, near-miss keys and unknown phases,
+//! plus the file-level problems a dispatch would refuse or skip a hook for.
+
+use hookrun_core::discover::{self, Entry, EntryState};
+use hookrun_core::lint::{Severity, lint_bytes};
+
+use crate::cli::LintArgs;
+use crate::platforms;
+
+#[derive(Default)]
+struct Tally {
+    files: usize,
+    errors: usize,
+    warnings: usize,
+}
+
+impl Tally {
+    fn report(&mut self, location: &str, severity: Severity, message: &str) {
+        match severity {
+            Severity::Error => self.errors += 1,
+            Severity::Warning => self.warnings += 1,
+            Severity::Info => {}
+        }
+        println!("{location}: {}: {message}", severity.as_str());
+    }
+}
+
+pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
+    let platform_name = args.platform.clone().unwrap_or_else(|| "vzdump".into());
+    platforms::validate_name(&platform_name)?;
+    let platform = args.platform.as_deref().map(platforms::platform);
+    let known = platform.as_ref().and_then(|p| p.phases.map(|ph| (p.name.as_str(), ph)));
+    let settings = crate::load_config()?.settings_for(&platform_name);
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut tally = Tally::default();
+
+    for path in &args.paths {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                tally.report(&path.display().to_string(), Severity::Error, &format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            if settings.strict_permissions
+                && let Err(why) = hookrun_core::perms::check_dir_path(path, euid)
+            {
+                tally.report(&path.display().to_string(), Severity::Error, &why);
+            }
+            for entry in discover::scan(path)? {
+                if !matches!(entry.state, EntryState::Ignored(_)) {
+                    lint_entry(&entry, known, settings.strict_permissions, euid, &mut tally);
+                }
+            }
+        } else {
+            lint_entry(&discover::inspect(path), known, settings.strict_permissions, euid, &mut tally);
+        }
+    }
+    println!(
+        "{} file(s) checked: {} error(s), {} warning(s)",
+        tally.files, tally.errors, tally.warnings
+    );
+    Ok(if tally.errors > 0 || (args.strict && tally.warnings > 0) { 1 } else { 0 })
+}
+
+fn lint_entry(entry: &Entry, known: Option<(&str, &[&str])>, strict: bool, euid: u32, tally: &mut Tally) {
+    let shown = entry.path.display().to_string();
+    tally.files += 1;
+    let cand = match &entry.state {
+        EntryState::Ignored(r) => {
+            tally.report(&shown, Severity::Info, &format!("ignored by dispatches: {r}"));
+            return;
+        }
+        EntryState::Unusable(why) => {
+            tally.report(&shown, Severity::Error, why);
+            return;
+        }
+        EntryState::Candidate(c) => c,
+    };
+    match discover::read_head(&entry.path) {
+        Ok((buf, truncated)) => {
+            for f in lint_bytes(&buf, truncated, known) {
+                let loc = f.line.map_or_else(|| shown.clone(), |l| format!("{shown}:{l}"));
+                tally.report(&loc, f.severity, &f.message);
+            }
+        }
+        Err(e) => tally.report(&shown, Severity::Error, &format!("cannot read: {e}")),
+    }
+    if !cand.executable && cand.header.phases.is_some() {
+        tally.report(&shown, Severity::Warning, &format!("not executable, so it never runs: chmod +x {shown}"));
+    }
+    if strict && let Err(why) = hookrun_core::perms::check_entry(entry, euid) {
+        tally.report(&shown, Severity::Error, &format!("would be refused: {why}"));
+    }
+}

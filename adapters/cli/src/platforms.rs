@@ -1,0 +1,43 @@
+//! What the CLI knows about each platform, from the adapter libraries.
+
+use std::path::PathBuf;
+
+use hookrun_core::OnError;
+
+pub struct Platform {
+    pub name: String,
+    /// The complete phase list, when the platform has a fixed one.
+    pub phases: Option<&'static [&'static str]>,
+    pub default_hooks_dir: PathBuf,
+    /// Whether the hooks directory may be `hooks.d` beside the entry point.
+    pub default_on_error: OnError,
+}
+
+pub fn platform(name: &str) -> Platform {
+    match name {
+        hookrun_vzdump::PLATFORM => Platform {
+            name: name.to_owned(),
+            phases: Some(hookrun_vzdump::PHASES),
+            default_hooks_dir: PathBuf::from(hookrun_vzdump::DEFAULT_HOOKS_DIR),
+            default_on_error: OnError::Fail,
+        },
+        _ => Platform {
+            name: name.to_owned(),
+            phases: None,
+            default_hooks_dir: PathBuf::from(format!("/etc/hookrun/{name}.d")),
+            default_on_error: OnError::Fail,
+        },
+    }
+}
+
+/// Platform names become directory and file names: keep them plain.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        || name.starts_with('-')
+    {
+        anyhow::bail!("platform name {name:?} must be lower-case letters, digits, '-' and '_' (e.g. backrest, borgmatic)");
+    }
+    Ok(())
+}
