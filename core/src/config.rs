@@ -72,7 +72,15 @@ impl Overrides {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { s.$field = v.clone(); } )* };
         }
-        take!(log_dir, lock_dir, mk_job_dir, mk_job, kill_grace, strict_permissions, prefix_output);
+        take!(
+            log_dir,
+            lock_dir,
+            mk_job_dir,
+            mk_job,
+            kill_grace,
+            strict_permissions,
+            prefix_output
+        );
         if self.default_timeout.is_some() {
             s.default_timeout = self.default_timeout;
         }
@@ -111,7 +119,9 @@ impl Config {
                 })?;
                 Config::parse(&text, path)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                Ok(Config::default())
+            }
             Err(e) => Err(ConfigError {
                 path: path.to_owned(),
                 line: None,
@@ -144,7 +154,9 @@ impl Config {
                 if !is_platform_name(name) {
                     return Err(at(
                         key.span(),
-                        format!("[{name}] is not a valid platform table name (letters, digits and '-')"),
+                        format!(
+                            "[{name}] is not a valid platform table name (letters, digits and '-')"
+                        ),
                     ));
                 }
                 let mut o = Overrides::default();
@@ -154,10 +166,16 @@ impl Config {
                 }
                 config.platforms.insert(name.to_owned(), o);
             } else {
-                set_key(&mut config.top, name, value.get_ref(), false).map_err(|m| at(key.span(), m))?;
+                set_key(&mut config.top, name, value.get_ref(), false)
+                    .map_err(|m| at(key.span(), m))?;
             }
         }
         Ok(config)
+    }
+
+    /// The platforms that have a table of their own.
+    pub fn platform_names(&self) -> impl Iterator<Item = &str> {
+        self.platforms.keys().map(String::as_str)
     }
 
     /// The settings for `platform`: defaults, then the top level, then `[platform]`.
@@ -172,10 +190,18 @@ impl Config {
 }
 
 fn is_platform_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn set_key(o: &mut Overrides, key: &str, value: &DeValue<'_>, in_platform: bool) -> Result<(), String> {
+fn set_key(
+    o: &mut Overrides,
+    key: &str,
+    value: &DeValue<'_>,
+    in_platform: bool,
+) -> Result<(), String> {
     match key {
         "log_dir" => o.log_dir = Some(path_value(key, value)?),
         "lock_dir" => o.lock_dir = Some(path_value(key, value)?),
@@ -198,7 +224,11 @@ fn set_key(o: &mut Overrides, key: &str, value: &DeValue<'_>, in_platform: bool)
         _ => {
             return Err(format!(
                 "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, kill_grace, strict_permissions, prefix_output{}",
-                if in_platform { ", hooks_dir" } else { " and [platform] tables" }
+                if in_platform {
+                    ", hooks_dir"
+                } else {
+                    " and [platform] tables"
+                }
             ));
         }
     }
@@ -209,7 +239,10 @@ fn path_value(key: &str, value: &DeValue<'_>) -> Result<PathBuf, String> {
     match value.as_str() {
         Some(s) if s.starts_with('/') => Ok(PathBuf::from(s)),
         Some(s) => Err(format!("'{key}' must be an absolute path, not {s:?}")),
-        None => Err(format!("'{key}' must be a string holding an absolute path, not a {}", value.type_str())),
+        None => Err(format!(
+            "'{key}' must be a string holding an absolute path, not a {}",
+            value.type_str()
+        )),
     }
 }
 
@@ -224,18 +257,26 @@ fn duration_value(key: &str, value: &DeValue<'_>) -> Result<Duration, String> {
         let n: u64 = u64::from_str_radix(&int.as_str().replace('_', ""), int.radix())
             .map_err(|_| format!("'{key}' must be a positive number of seconds"))?;
         if n == 0 {
-            return Err(format!("'{key}' must be greater than zero; leave it out for the default"));
+            return Err(format!(
+                "'{key}' must be greater than zero; leave it out for the default"
+            ));
         }
         return Ok(Duration::from_secs(n));
     }
     match value.as_str() {
         Some(s) => crate::header::parse_duration(s).map_err(|m| format!("'{key}' = {s:?}: {m}")),
-        None => Err(format!("'{key}' must be seconds (90) or a string like \"90s\", \"5m\", \"1h\"")),
+        None => Err(format!(
+            "'{key}' must be seconds (90) or a string like \"90s\", \"5m\", \"1h\""
+        )),
     }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -248,7 +289,10 @@ mod tests {
 
     #[test]
     fn empty_is_defaults() {
-        assert_eq!(parse("").unwrap().settings_for("vzdump"), Settings::default());
+        assert_eq!(
+            parse("").unwrap().settings_for("vzdump"),
+            Settings::default()
+        );
     }
 
     #[test]
@@ -273,7 +317,11 @@ mod tests {
     fn errors_name_line_and_key() {
         let e = parse("log_dir = \"/x\"\n\nlog_dri = \"/y\"\n").unwrap_err();
         assert_eq!(e.line, Some(3));
-        assert!(e.to_string().starts_with("/etc/hookrun/hookrun.toml:3: unknown key 'log_dri'"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/hookrun/hookrun.toml:3: unknown key 'log_dri'"),
+            "{e}"
+        );
 
         let e = parse("[vzdump]\nkill_grace = \"forever\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));
@@ -305,7 +353,10 @@ mod tests {
     fn missing_default_file_is_fine_but_named_file_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.toml");
-        assert_eq!(Config::load_file(&missing, false).unwrap(), Config::default());
+        assert_eq!(
+            Config::load_file(&missing, false).unwrap(),
+            Config::default()
+        );
         let e = Config::load_file(&missing, true).unwrap_err();
         assert!(e.to_string().contains("cannot read it"), "{e}");
     }

@@ -93,7 +93,11 @@ impl Entry {
             EntryState::Candidate(c) => {
                 let h = &c.header;
                 if !h.wants_phase(phase) {
-                    return if h.phases.is_none() { Verdict::NoPhases } else { Verdict::OtherPhase };
+                    return if h.phases.is_none() {
+                        Verdict::NoPhases
+                    } else {
+                        Verdict::OtherPhase
+                    };
                 }
                 if !h.wants_object(object) {
                     return Verdict::OtherObject;
@@ -164,11 +168,19 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>, DispatchError> {
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
             return Err(DispatchError::HooksDirNotADirectory { path: shown() });
         }
-        Err(source) => return Err(DispatchError::HooksDirUnreadable { path: shown(), source }),
+        Err(source) => {
+            return Err(DispatchError::HooksDirUnreadable {
+                path: shown(),
+                source,
+            });
+        }
     };
     let mut names: Vec<(OsString, Option<std::fs::FileType>)> = Vec::new();
     for item in read {
-        let item = item.map_err(|source| DispatchError::HooksDirUnreadable { path: shown(), source })?;
+        let item = item.map_err(|source| DispatchError::HooksDirUnreadable {
+            path: shown(),
+            source,
+        })?;
         names.push((item.file_name(), item.file_type().ok()));
     }
     names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -185,7 +197,10 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>, DispatchError> {
 
 /// Inspects one file as a scan would (for `hookrun lint` on a single path).
 pub fn inspect(path: &Path) -> Entry {
-    let name = path.file_name().map(OsStr::to_owned).unwrap_or_else(|| path.as_os_str().to_owned());
+    let name = path
+        .file_name()
+        .map(OsStr::to_owned)
+        .unwrap_or_else(|| path.as_os_str().to_owned());
     let ftype = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
     let mut buf = vec![0u8; HEADER_LIMIT];
     let state = classify(&name, path, ftype, &mut buf);
@@ -208,7 +223,12 @@ pub fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
     Ok((buf, truncated))
 }
 
-fn classify(name: &OsStr, path: &Path, ftype: Option<std::fs::FileType>, buf: &mut [u8]) -> EntryState {
+fn classify(
+    name: &OsStr,
+    path: &Path,
+    ftype: Option<std::fs::FileType>,
+    buf: &mut [u8],
+) -> EntryState {
     if let Some(reason) = ignore_reason(name.as_bytes()) {
         return EntryState::Ignored(reason);
     }
@@ -343,11 +363,24 @@ mod tests {
         std::fs::create_dir(dir.join("sub")).unwrap();
         std::os::unix::fs::symlink(dir.join("missing"), dir.join("dangling")).unwrap();
         std::os::unix::fs::symlink(dir.join("loop"), dir.join("loop")).unwrap();
-        nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
 
         let entries = scan(dir).unwrap();
-        let names: Vec<_> = entries.iter().map(|e| e.display_name().into_owned()).collect();
-        assert_eq!(names, ["B", "_x", "a-noexec", "b", "bad", "dangling", "fifo", "loop", "nophase", "old~", "sub"]);
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| e.display_name().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "B", "_x", "a-noexec", "b", "bad", "dangling", "fifo", "loop", "nophase", "old~",
+                "sub"
+            ]
+        );
         let v: Vec<_> = entries.iter().map(|e| e.verdict("x", None)).collect();
         use Verdict::*;
         assert_eq!(
@@ -366,11 +399,17 @@ mod tests {
                 Ignored(IgnoreReason::Directory),
             ]
         );
-        let EntryState::Unusable(why) = &entries[5].state else { panic!() };
+        let EntryState::Unusable(why) = &entries[5].state else {
+            panic!()
+        };
         assert!(why.contains("dangling"), "{why}");
-        let EntryState::Unusable(why) = &entries[6].state else { panic!() };
+        let EntryState::Unusable(why) = &entries[6].state else {
+            panic!()
+        };
         assert!(why.contains("FIFO"), "{why}");
-        let EntryState::Unusable(why) = &entries[7].state else { panic!() };
+        let EntryState::Unusable(why) = &entries[7].state else {
+            panic!()
+        };
         assert!(why.contains("loop"), "{why}");
     }
 
@@ -394,6 +433,9 @@ mod tests {
         assert!(matches!(e, DispatchError::HooksDirMissing { .. }));
         assert!(e.to_string().contains("mkdir"), "{e}");
         write(d.path(), "f", "", 0o644);
-        assert!(matches!(scan(&d.path().join("f")).unwrap_err(), DispatchError::HooksDirNotADirectory { .. }));
+        assert!(matches!(
+            scan(&d.path().join("f")).unwrap_err(),
+            DispatchError::HooksDirNotADirectory { .. }
+        ));
     }
 }

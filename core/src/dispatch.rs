@@ -5,15 +5,17 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Settings;
+use crate::config::{MkJobMode, Settings};
 use crate::discover::{self, Entry, EntryState, Verdict};
 use crate::error::DispatchError;
-use crate::header::{Mode, OnError};
+use crate::header::{Header, Mode, OnError};
 use crate::job::job_name;
 use crate::lock::{self, LockWait};
+use crate::mkjob;
 use crate::process::{self, Ending, Exit, Output, SyncCommand};
 use crate::record::{OutcomeKind, RecordLog, RunRecord};
 use crate::signals::SignalWatch;
+use crate::supervise::{self, AsyncSpec, os_bytes, path_bytes};
 
 /// The `PATH` hooks get when the platform gave none (vzdump clears the environment).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -53,8 +55,24 @@ pub struct HookReport {
 }
 
 impl HookReport {
+    pub fn new(name: &str, mode: Mode, on_error: OnError) -> HookReport {
+        HookReport {
+            name: name.to_owned(),
+            mode,
+            on_error,
+            outcome: OutcomeKind::Skipped,
+            exit_code: None,
+            signal: None,
+            duration: Duration::ZERO,
+            message: None,
+        }
+    }
+
     pub fn failed(&self) -> bool {
-        !matches!(self.outcome, OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Started)
+        !matches!(
+            self.outcome,
+            OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Running
+        )
     }
 }
 
@@ -71,7 +89,11 @@ pub struct Report {
 /// Picks the hooks directory (DESIGN §3): `HOOKRUN_HOOKS_DIR`; `hooks.d` beside the
 /// invoked path when it has a `/` and that directory exists; `hooks_dir` from the
 /// config; the platform's default.
-pub fn resolve_hooks_dir(settings: &Settings, invoked_as: Option<&Path>, default: &Path) -> PathBuf {
+pub fn resolve_hooks_dir(
+    settings: &Settings,
+    invoked_as: Option<&Path>,
+    default: &Path,
+) -> PathBuf {
     if let Some(dir) = std::env::var_os("HOOKRUN_HOOKS_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -84,17 +106,32 @@ pub fn resolve_hooks_dir(settings: &Settings, invoked_as: Option<&Path>, default
             return beside;
         }
     }
-    settings.hooks_dir.clone().unwrap_or_else(|| default.to_owned())
+    settings
+        .hooks_dir
+        .clone()
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// A fresh id for one dispatch: time-sortable and unique per process.
 pub fn new_run_id() -> String {
     let now = SystemTime::now();
-    let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{}-{}-{:05x}", crate::time::compact(now), std::process::id(), nanos >> 12)
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{:05x}",
+        crate::time::compact(now),
+        std::process::id(),
+        nanos >> 12
+    )
 }
 
-pub fn dispatch(settings: &Settings, hooks_dir: &Path, req: &Request) -> Result<Report, DispatchError> {
+pub fn dispatch(
+    settings: &Settings,
+    hooks_dir: &Path,
+    req: &Request,
+) -> Result<Report, DispatchError> {
     let entries = discover::scan(hooks_dir)?;
     Ok(Dispatcher::new(settings, hooks_dir, req).run(&entries))
 }
@@ -137,10 +174,16 @@ impl<'a> Dispatcher<'a> {
             let verdict = entry.verdict(&req.phase, object);
             let name = entry.display_name();
             match verdict {
-                Verdict::Ignored(_) | Verdict::NoPhases | Verdict::OtherPhase | Verdict::OtherObject => continue,
+                Verdict::Ignored(_)
+                | Verdict::NoPhases
+                | Verdict::OtherPhase
+                | Verdict::OtherObject => continue,
                 Verdict::Unusable => {
                     if let EntryState::Unusable(why) = &entry.state {
-                        tracing::warn!("{}: {why}; it is not run (remove it or fix it)", entry.path.display());
+                        tracing::warn!(
+                            "{}: {why}; it is not run (remove it or fix it)",
+                            entry.path.display()
+                        );
                     }
                     continue;
                 }
@@ -163,16 +206,7 @@ impl<'a> Dispatcher<'a> {
             let job = job_name(&req.platform, &name, object);
             let started = SystemTime::now();
 
-            let mut report = HookReport {
-                name: name.clone().into_owned(),
-                mode,
-                on_error,
-                outcome: OutcomeKind::Skipped,
-                exit_code: None,
-                signal: None,
-                duration: Duration::ZERO,
-                message: None,
-            };
+            let mut report = HookReport::new(&name, mode, on_error);
 
             if stopped_by.is_none() {
                 stopped_by = self.signals.as_mut().and_then(SignalWatch::stop_signal);
@@ -189,21 +223,25 @@ impl<'a> Dispatcher<'a> {
                     .collect();
                 report.outcome = OutcomeKind::Refused;
                 report.exit_code = Some(126);
-                report.message = Some(format!("refused, its header is invalid: {}", errors.join("; ")));
+                report.message = Some(format!(
+                    "refused, its header is invalid: {}",
+                    errors.join("; ")
+                ));
             } else if let Err(why) = self.check_permissions(entry) {
                 report.outcome = OutcomeKind::Refused;
                 report.exit_code = Some(126);
                 report.message = Some(format!("refused: {why}"));
             } else if mode == Mode::Async {
-                report.outcome = OutcomeKind::Refused;
-                report.exit_code = Some(126);
-                report.message = Some(
-                    "refused: async hooks are not supported yet by this build; add '# mode: sync' to run it inline"
-                        .to_string(),
-                );
+                self.launch_async(entry, &job, header, started, &mut report);
+                if report.outcome == OutcomeKind::Running {
+                    hooks.push(report);
+                    continue;
+                }
             } else {
-                self.run_sync(entry, &job, header.timeout, header.lock.as_deref(), &mut report);
-                if let Some(sig) = report.signal.filter(|_| report.outcome == OutcomeKind::Signal)
+                self.run_sync(entry, &job, header, &mut report);
+                if let Some(sig) = report
+                    .signal
+                    .filter(|_| report.outcome == OutcomeKind::Signal)
                     && self.signals.as_mut().and_then(SignalWatch::stop_signal) == Some(sig)
                 {
                     stopped_by = Some(sig);
@@ -294,11 +332,94 @@ impl<'a> Dispatcher<'a> {
 
     fn signals(&mut self) -> &mut SignalWatch {
         self.signals.get_or_insert_with(|| {
-            SignalWatch::install().unwrap_or_else(|e| panic!("cannot set up signal handling (signalfd): {e}"))
+            SignalWatch::install()
+                .unwrap_or_else(|e| panic!("cannot set up signal handling (signalfd): {e}"))
         })
     }
 
-    fn run_sync(&mut self, entry: &Entry, job: &str, header_timeout: Option<Duration>, lock: Option<&str>, report: &mut HookReport) {
+    /// The program and argv that run a hook: the hook itself, or `mk-job <job> <hook>
+    /// <args>` with `mk_job = "external"`.
+    fn command_for(&self, entry: &Entry, job: &str, mk_job: bool) -> (PathBuf, Vec<OsString>) {
+        if mk_job && self.settings.mk_job == MkJobMode::External {
+            let mut args = Vec::with_capacity(self.req.args.len() + 2);
+            args.push(OsString::from(job));
+            args.push(entry.path.clone().into_os_string());
+            args.extend(self.req.args.iter().cloned());
+            (PathBuf::from("mk-job"), args)
+        } else {
+            (entry.path.clone(), self.req.args.clone())
+        }
+    }
+
+    fn native_mk_job_dir(&self, mk_job: bool) -> Option<&Path> {
+        (mk_job && self.settings.mk_job == MkJobMode::Native)
+            .then_some(self.settings.mk_job_dir.as_path())
+    }
+
+    fn launch_async(
+        &mut self,
+        entry: &Entry,
+        job: &str,
+        header: &Header,
+        started: SystemTime,
+        report: &mut HookReport,
+    ) {
+        let (program, args) = self.command_for(entry, job, header.mk_job);
+        let env = self.env_for(entry, job);
+        let req = self.req;
+        let spec = AsyncSpec {
+            program: path_bytes(&program),
+            args: args.iter().map(|a| os_bytes(a)).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (os_bytes(k), os_bytes(v)))
+                .collect(),
+            hook_path: path_bytes(&entry.path),
+            timeout_ms: header
+                .timeout
+                .or(self.settings.default_timeout)
+                .map(|t| t.as_millis() as u64),
+            kill_grace_ms: self.settings.kill_grace.as_millis() as u64,
+            lock: header.lock.clone(),
+            lock_dir: path_bytes(&self.settings.lock_dir),
+            log_dir: path_bytes(&self.settings.log_dir),
+            mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
+            has_stdin: req.stdin.is_some(),
+            record: RunRecord {
+                time: crate::time::rfc3339(started),
+                run_id: self.run_id.clone(),
+                platform: req.platform.clone(),
+                phase: req.phase.clone(),
+                object: req.object.clone(),
+                hook: report.name.clone(),
+                mode: Mode::Async.as_str().to_owned(),
+                outcome: OutcomeKind::Running,
+                exit_code: None,
+                signal: None,
+                duration_ms: 0,
+                job: job.to_owned(),
+            },
+        };
+        match supervise::launch(&spec, req.stdin.as_deref()) {
+            Ok(pid) => {
+                report.outcome = OutcomeKind::Running;
+                tracing::info!(
+                    "{}: started async (supervisor pid {pid}); output goes to {}",
+                    report.name,
+                    supervise::async_log_path(&self.settings.log_dir, job).display()
+                );
+            }
+            Err(e) => {
+                report.outcome = OutcomeKind::SpawnError;
+                report.exit_code = Some(126);
+                report.message = Some(format!("cannot start the async supervisor: {e}"));
+            }
+        }
+    }
+
+    fn run_sync(&mut self, entry: &Entry, job: &str, header: &Header, report: &mut HookReport) {
+        let header_timeout = header.timeout;
+        let lock = header.lock.as_deref();
         let started = Instant::now();
         let lock_dir = self.settings.lock_dir.clone();
         let _guard = match lock {
@@ -307,7 +428,9 @@ impl<'a> Dispatcher<'a> {
                 LockWait::Acquired(g) => Some(g),
                 LockWait::Interrupted(sig) => {
                     report.outcome = OutcomeKind::Skipped;
-                    report.message = Some(format!("skipped: signal {sig} arrived while waiting for lock {name}"));
+                    report.message = Some(format!(
+                        "skipped: signal {sig} arrived while waiting for lock {name}"
+                    ));
                     report.duration = started.elapsed();
                     return;
                 }
@@ -327,9 +450,13 @@ impl<'a> Dispatcher<'a> {
         } else {
             Output::Plain
         };
+        let (program, args) = self.command_for(entry, job, header.mk_job);
+        let mk_job = self
+            .native_mk_job_dir(header.mk_job)
+            .and_then(|dir| mkjob::start(dir, job));
         let cmd = SyncCommand {
-            program: &entry.path,
-            args: &self.req.args,
+            program: &program,
+            args: &args,
             env: &env,
             stdin: self.req.stdin.as_deref(),
             timeout,
@@ -346,6 +473,9 @@ impl<'a> Dispatcher<'a> {
             );
         }
         apply_ending(report, result.ending, &entry.path, timeout);
+        if let Some(j) = mk_job {
+            j.finish(job_exit_code(report), result.duration);
+        }
     }
 
     fn log_result(&self, r: &HookReport) {
@@ -374,7 +504,12 @@ fn describe_failure(r: &HookReport) -> String {
     }
 }
 
-fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path, timeout: Option<Duration>) {
+pub(crate) fn apply_ending(
+    report: &mut HookReport,
+    ending: Ending,
+    path: &Path,
+    timeout: Option<Duration>,
+) {
     let set_exit = |report: &mut HookReport, exit: Exit| match exit {
         Exit::Code(c) => report.exit_code = Some(c),
         Exit::Signal(s) => report.signal = Some(s),
@@ -409,7 +544,9 @@ fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path, timeout: O
             report.outcome = OutcomeKind::Signal;
             set_exit(report, exit);
             report.signal = Some(signal);
-            report.message = Some(format!("stopped: the dispatcher received signal {signal} and passed it on to the hook's process group"));
+            report.message = Some(format!(
+                "stopped: the dispatcher received signal {signal} and passed it on to the hook's process group"
+            ));
         }
         Ending::SpawnFailed(e) => {
             report.outcome = OutcomeKind::SpawnError;
@@ -424,6 +561,10 @@ fn apply_ending(report: &mut HookReport, ending: Ending, path: &Path, timeout: O
 fn spawn_error(e: &std::io::Error, path: &Path) -> (i32, String) {
     let p = path.display();
     match e.raw_os_error() {
+        Some(nix::libc::ENOENT) if path == Path::new("mk-job") => (
+            127,
+            "cannot run mk-job: not found in PATH (install the Checkmk agent, or set mk_job = \"native\")".to_string(),
+        ),
         Some(nix::libc::ENOENT) if path.exists() => (
             127,
             format!("cannot run {p}: bad interpreter: the program on its #! line does not exist"),
@@ -438,17 +579,25 @@ fn spawn_error(e: &std::io::Error, path: &Path) -> (i32, String) {
     }
 }
 
+/// The exit code a Checkmk job file records: the hook's own code, or what a shell
+/// would report for a timeout or a signal.
+pub fn job_exit_code(r: &HookReport) -> i32 {
+    match (r.outcome, r.exit_code) {
+        (OutcomeKind::Ok, _) => 0,
+        (OutcomeKind::Failed, Some(c)) => c,
+        _ => failure_exit_code(r),
+    }
+}
+
 /// The exit code a failing hook gives the dispatch (DESIGN §4).
 pub fn failure_exit_code(r: &HookReport) -> i32 {
     match r.outcome {
-        OutcomeKind::Failed => match r.exit_code {
-            Some(c @ 1..=125) => c,
-            _ => 1,
-        },
+        // 126 and up have meanings of their own (below); a hook's own such code is 1.
+        OutcomeKind::Failed => r.exit_code.filter(|c| (1..=125).contains(c)).unwrap_or(1),
         OutcomeKind::Timeout => 124,
         OutcomeKind::Refused => 126,
         OutcomeKind::SpawnError => r.exit_code.unwrap_or(126),
         OutcomeKind::Signal => 128 + r.signal.unwrap_or(0),
-        OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Started => 0,
+        OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Running => 0,
     }
 }

@@ -23,7 +23,9 @@ impl fmt::Display for ConfigError {
 /// Why a whole dispatch could not look at its hooks.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
-    #[error("hooks directory {path} does not exist; create it (mkdir -m 0755 {path}) or point HOOKRUN_HOOKS_DIR / hooks_dir in the config at the right one")]
+    #[error(
+        "hooks directory {path} does not exist; create it (mkdir -m 0755 {path}) or point HOOKRUN_HOOKS_DIR / hooks_dir in the config at the right one"
+    )]
     HooksDirMissing { path: String },
     #[error("hooks directory {path} is not a directory")]
     HooksDirNotADirectory { path: String },

@@ -137,7 +137,9 @@ pub struct Header {
 }
 
 /// The keys the dispatcher understands.
-pub const KEYS: &[&str] = &["mode", "phases", "mk-job", "timeout", "on-error", "lock", "objects"];
+pub const KEYS: &[&str] = &[
+    "mode", "phases", "mk-job", "timeout", "on-error", "lock", "objects",
+];
 
 impl Header {
     /// The hook's mode, `async` when the header does not say (the seed's default).
@@ -198,7 +200,10 @@ pub fn header_lines(buf: &[u8], truncated: bool) -> impl Iterator<Item = Comment
         number += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let body = line.strip_prefix(b"#")?;
-        Some(CommentLine { number, body: trim(body) })
+        Some(CommentLine {
+            number,
+            body: trim(body),
+        })
     })
 }
 
@@ -211,13 +216,21 @@ pub fn split_key(body: &[u8]) -> Option<(&[u8], &[u8])> {
     match memchr(b':', body) {
         Some(i) => {
             let key = trim(&body[..i]);
-            if key.is_empty() || !key.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if key.is_empty()
+                || !key
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return None;
             }
             Some((key, trim(&body[i + 1..])))
         }
         // A bare word such as `mk-job`.
-        None if !body.is_empty() && body.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+        None if !body.is_empty()
+            && body
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
             Some((body, &[][..]))
         }
         None => None,
@@ -230,12 +243,18 @@ pub fn parse(buf: &[u8], truncated: bool) -> Header {
     let mut h = Header::default();
     let mut seen: [Option<usize>; 7] = [None; 7];
     for line in header_lines(buf, truncated) {
-        let Some((key, value)) = split_key(line.body) else { continue };
-        let Some(index) = KEYS.iter().position(|k| k.as_bytes() == key) else { continue };
+        let Some((key, value)) = split_key(line.body) else {
+            continue;
+        };
+        let Some(index) = KEYS.iter().position(|k| k.as_bytes() == key) else {
+            continue;
+        };
         let key_name = KEYS[index];
         let value_str = String::from_utf8_lossy(value);
         let problem = if let Some(first) = seen[index] {
-            Some(format!("'{key_name}' is already set on line {first}; keep one line"))
+            Some(format!(
+                "'{key_name}' is already set on line {first}; keep one line"
+            ))
         } else {
             seen[index] = Some(line.number);
             apply(&mut h, key_name, value, &value_str).err()
@@ -271,7 +290,8 @@ fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(),
         "mk-job" => return Err("'mk-job' takes no value; write the line as '# mk-job'".into()),
         "timeout" => h.timeout = Some(parse_duration(value_str)?),
         "on-error" => {
-            h.on_error = Some(OnError::parse(value_str).ok_or("expected 'abort', 'fail' or 'warn'")?);
+            h.on_error =
+                Some(OnError::parse(value_str).ok_or("expected 'abort', 'fail' or 'warn'")?);
         }
         "lock" => {
             validate_lock_name(value_str)?;
@@ -291,7 +311,9 @@ fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(),
 
 fn parse_phases(value: &str) -> Result<Phases, String> {
     if value.is_empty() {
-        return Err("no phase given; list phases separated by spaces, or '*' for every phase".into());
+        return Err(
+            "no phase given; list phases separated by spaces, or '*' for every phase".into(),
+        );
     }
     let mut list = Vec::new();
     for word in value.split_ascii_whitespace() {
@@ -305,7 +327,10 @@ fn parse_phases(value: &str) -> Result<Phases, String> {
         if word.contains(',') {
             return Err("phases are separated by spaces, not commas".into());
         }
-        if !word.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')) {
+        if !word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
             return Err(format!(
                 "phase {word:?} has characters outside letters, digits, '-', '_', '.' and ':'"
             ));
@@ -326,11 +351,15 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => return Err("expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)".into()),
+        _ => return Err(
+            "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
+                .into(),
+        ),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)".to_string())?;
+    let n: u64 = digits.parse().map_err(|_| {
+        "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
+            .to_string()
+    })?;
     if n == 0 {
         return Err("must be greater than zero; leave the line out for no timeout".into());
     }
@@ -348,8 +377,14 @@ pub fn validate_lock_name(name: &str) -> Result<(), String> {
     if name.len() > 64 {
         return Err("lock names are at most 64 characters".into());
     }
-    if name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-        return Err("lock names use letters, digits, '-', '_' and '.', and do not start with '.'".into());
+    if name.starts_with('.')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(
+            "lock names use letters, digits, '-', '_' and '.', and do not start with '.'".into(),
+        );
     }
     Ok(())
 }
@@ -386,7 +421,8 @@ mod tests {
 
     #[test]
     fn seed_header() {
-        let h = p("#!/bin/bash\n# mode: async\n# phases: log-end\n# mk-job\nset -e\n# mode: sync\n");
+        let h =
+            p("#!/bin/bash\n# mode: async\n# phases: log-end\n# mk-job\nset -e\n# mode: sync\n");
         assert_eq!(h.mode, Some(Mode::Async));
         assert_eq!(h.phases, Some(Phases::List(vec!["log-end".into()])));
         assert!(h.mk_job);
@@ -404,14 +440,19 @@ mod tests {
     fn whitespace_is_free_and_crlf_tolerated() {
         let h = p("#!/bin/sh\r\n#mode:sync\r\n#   phases :  a   b\tc  \r\n#  mk-job  \r\n");
         assert_eq!(h.mode, Some(Mode::Sync));
-        assert_eq!(h.phases, Some(Phases::List(vec!["a".into(), "b".into(), "c".into()])));
+        assert_eq!(
+            h.phases,
+            Some(Phases::List(vec!["a".into(), "b".into(), "c".into()]))
+        );
         assert!(h.mk_job);
         assert!(h.errors.is_empty(), "{:?}", h.errors);
     }
 
     #[test]
     fn all_keys() {
-        let h = p("#!/bin/sh\n# mode: sync\n# phases: *\n# timeout: 2m\n# on-error: abort\n# lock: backup.nfs\n# objects: 101 200-299 web-*\n");
+        let h = p(
+            "#!/bin/sh\n# mode: sync\n# phases: *\n# timeout: 2m\n# on-error: abort\n# lock: backup.nfs\n# objects: 101 200-299 web-*\n",
+        );
         assert_eq!(h.phases, Some(Phases::All));
         assert!(h.wants_phase("anything"));
         assert_eq!(h.timeout, Some(Duration::from_secs(120)));
@@ -439,7 +480,10 @@ mod tests {
         assert_eq!(h.errors.len(), 1);
         let e = &h.errors[0];
         assert_eq!((e.line, e.key, e.value.as_str()), (2, "mode", "asnyc"));
-        assert_eq!(e.to_string(), "line 2: invalid value \"asnyc\" for 'mode': expected 'sync' or 'async'");
+        assert_eq!(
+            e.to_string(),
+            "line 2: invalid value \"asnyc\" for 'mode': expected 'sync' or 'async'"
+        );
     }
 
     #[test]
@@ -490,7 +534,9 @@ mod tests {
 
     #[test]
     fn near_misses_and_prose_are_ignored_at_run_time() {
-        let h = p("#!/bin/sh\n# Mode: sync\n# phase: log-end\n# This hook copies: files\n# phases: x\n");
+        let h = p(
+            "#!/bin/sh\n# Mode: sync\n# phase: log-end\n# This hook copies: files\n# phases: x\n",
+        );
         assert_eq!(h.mode, None);
         assert_eq!(h.phases, Some(Phases::List(vec!["x".into()])));
         assert!(h.errors.is_empty());
@@ -510,7 +556,10 @@ mod tests {
     #[test]
     fn truncated_last_line_is_dropped() {
         assert_eq!(parse(b"# phases: a\n# mode: sy", true).mode, None);
-        assert_eq!(parse(b"# phases: a\n# mode: sync", false).mode, Some(Mode::Sync));
+        assert_eq!(
+            parse(b"# phases: a\n# mode: sync", false).mode,
+            Some(Mode::Sync)
+        );
     }
 
     #[test]

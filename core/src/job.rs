@@ -27,7 +27,13 @@ pub fn job_name(platform: &str, hook_file_name: &str, object: Option<&str>) -> S
     }
     let mut clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     clean.truncate(MAX_JOB_NAME);
     clean
@@ -39,8 +45,14 @@ mod tests {
 
     #[test]
     fn design_examples() {
-        assert_eq!(job_name("vzdump", "copy-encrypt.sh", Some("101")), "vzdump-copy-encrypt-101");
-        assert_eq!(job_name("libvirt-qemu", "gpu.sh", Some("win10")), "libvirt-qemu-gpu-win10");
+        assert_eq!(
+            job_name("vzdump", "copy-encrypt.sh", Some("101")),
+            "vzdump-copy-encrypt-101"
+        );
+        assert_eq!(
+            job_name("libvirt-qemu", "gpu.sh", Some("win10")),
+            "libvirt-qemu-gpu-win10"
+        );
         assert_eq!(job_name("vzdump", "notify", None), "vzdump-notify");
         assert_eq!(job_name("vzdump", "a.b.sh", Some("")), "vzdump-a.b");
     }

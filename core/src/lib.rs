@@ -18,11 +18,13 @@ pub mod job;
 pub mod lint;
 pub mod lock;
 pub mod logging;
+pub mod mkjob;
 pub mod objects;
 pub mod perms;
 pub mod process;
 pub mod record;
 pub mod signals;
+pub mod supervise;
 pub mod time;
 
 pub use config::{Config, Settings};

@@ -29,16 +29,28 @@ pub struct Finding {
 }
 
 fn finding(line: Option<usize>, severity: Severity, message: String) -> Finding {
-    Finding { line, severity, message }
+    Finding {
+        line,
+        severity,
+        message,
+    }
 }
 
 /// Lints the first bytes of a hook. `known_phases` is the platform's phase list, when the
 /// platform is known.
-pub fn lint_bytes(buf: &[u8], truncated: bool, known_phases: Option<(&str, &[&str])>) -> Vec<Finding> {
+pub fn lint_bytes(
+    buf: &[u8],
+    truncated: bool,
+    known_phases: Option<(&str, &[&str])>,
+) -> Vec<Finding> {
     let h = header::parse(buf, truncated);
     let mut out = Vec::new();
     for e in &h.errors {
-        out.push(finding(Some(e.line), Severity::Error, format!("invalid value {:?} for '{}': {}", e.value, e.key, e.reason)));
+        out.push(finding(
+            Some(e.line),
+            Severity::Error,
+            format!("invalid value {:?} for '{}': {}", e.value, e.key, e.reason),
+        ));
     }
     if !buf.starts_with(b"#!") && !buf.starts_with(b"\x7fELF") {
         out.push(finding(
@@ -61,7 +73,9 @@ pub fn lint_bytes(buf: &[u8], truncated: bool, known_phases: Option<(&str, &[&st
             header_end = Some(number);
         }
         let trimmed = trim_start(line);
-        let Some(body) = trimmed.strip_prefix(b"#") else { continue };
+        let Some(body) = trimmed.strip_prefix(b"#") else {
+            continue;
+        };
         let body = trim(body);
         if let Some(key) = looks_like_known_key(body) {
             if !in_header {
@@ -85,7 +99,11 @@ pub fn lint_bytes(buf: &[u8], truncated: bool, known_phases: Option<(&str, &[&st
     }
 
     if h.phases.is_none() && !h.phases_invalid {
-        out.push(finding(None, Severity::Warning, "no '# phases:' line: this hook never runs".into()));
+        out.push(finding(
+            None,
+            Severity::Warning,
+            "no '# phases:' line: this hook never runs".into(),
+        ));
     }
     if let (Some((platform, known)), Some(header::Phases::List(list))) = (known_phases, &h.phases) {
         for p in list {
@@ -102,13 +120,20 @@ pub fn lint_bytes(buf: &[u8], truncated: bool, known_phases: Option<(&str, &[&st
         }
     }
     if h.mode.is_none() && h.phases.is_some() {
-        out.push(finding(None, Severity::Info, "no '# mode:' line: the hook runs async (detached), the default".into()));
+        out.push(finding(
+            None,
+            Severity::Info,
+            "no '# mode:' line: the hook runs async (detached), the default".into(),
+        ));
     }
     if truncated && header_end.is_none() {
         out.push(finding(
             None,
             Severity::Warning,
-            format!("the comment block is longer than {} bytes; only that much is read for the header", header::HEADER_LIMIT),
+            format!(
+                "the comment block is longer than {} bytes; only that much is read for the header",
+                header::HEADER_LIMIT
+            ),
         ));
     }
     out.sort_by_key(|f| (f.line.unwrap_or(usize::MAX), std::cmp::Reverse(f.severity)));
@@ -133,7 +158,9 @@ fn near_miss(body: &[u8]) -> Option<String> {
         let key = String::from_utf8_lossy(key);
         let lower = key.to_ascii_lowercase().replace('_', "-");
         if let Some(k) = KEYS.iter().find(|k| **k == lower) {
-            return Some(format!("'{key}' is not recognised (keys are lower case, with '-'): write '# {k}:'"));
+            return Some(format!(
+                "'{key}' is not recognised (keys are lower case, with '-'): write '# {k}:'"
+            ));
         }
         if let Some(k) = KEYS.iter().find(|k| {
             let d = edit_distance(&lower, k);
@@ -149,7 +176,9 @@ fn near_miss(body: &[u8]) -> Option<String> {
     let mut words = text.split_ascii_whitespace();
     let first = words.next()?.to_ascii_lowercase();
     if words.next().is_some() && KEYS.contains(&first.as_str()) && first != "mk-job" {
-        return Some(format!("'{first}' without ':' is not read as a header key: write '# {first}: ...'"));
+        return Some(format!(
+            "'{first}' without ':' is not read as a header key: write '# {first}: ...'"
+        ));
     }
     None
 }
@@ -181,7 +210,10 @@ fn trim_start(mut s: &[u8]) -> &[u8] {
 
 fn trim(s: &[u8]) -> &[u8] {
     let s = trim_start(s);
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     &s[..end]
 }
 
@@ -200,40 +232,98 @@ mod tests {
 
     #[test]
     fn clean_hook_has_no_findings() {
-        assert_eq!(lint("#!/bin/sh\n# mode: sync\n# phases: log-end\nexit 0\n"), vec![]);
+        assert_eq!(
+            lint("#!/bin/sh\n# mode: sync\n# phases: log-end\nexit 0\n"),
+            vec![]
+        );
     }
 
     #[test]
     fn near_misses() {
-        let f = lint("#!/bin/sh\n# mode: sync\n# phase: log-end\n#Mode: async\n# on_error: warn\n# timout: 5\n# lock sync\n");
-        let msgs: Vec<_> = f.iter().filter(|f| f.1 == Severity::Warning).map(|f| (f.0, f.2.clone())).collect();
-        assert!(msgs.iter().any(|(l, m)| *l == Some(3) && m.contains("did you mean 'phases'")), "{msgs:?}");
-        assert!(msgs.iter().any(|(l, m)| *l == Some(4) && m.contains("'# mode:'")), "{msgs:?}");
-        assert!(msgs.iter().any(|(l, m)| *l == Some(5) && m.contains("'# on-error:'")), "{msgs:?}");
-        assert!(msgs.iter().any(|(l, m)| *l == Some(6) && m.contains("did you mean 'timeout'")), "{msgs:?}");
-        assert!(msgs.iter().any(|(l, m)| *l == Some(7) && m.contains("without ':'")), "{msgs:?}");
-        assert!(msgs.iter().any(|(l, m)| l.is_none() && m.contains("never runs")), "{msgs:?}");
+        let f = lint(
+            "#!/bin/sh\n# mode: sync\n# phase: log-end\n#Mode: async\n# on_error: warn\n# timout: 5\n# lock sync\n",
+        );
+        let msgs: Vec<_> = f
+            .iter()
+            .filter(|f| f.1 == Severity::Warning)
+            .map(|f| (f.0, f.2.clone()))
+            .collect();
+        assert!(
+            msgs.iter()
+                .any(|(l, m)| *l == Some(3) && m.contains("did you mean 'phases'")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|(l, m)| *l == Some(4) && m.contains("'# mode:'")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|(l, m)| *l == Some(5) && m.contains("'# on-error:'")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|(l, m)| *l == Some(6) && m.contains("did you mean 'timeout'")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|(l, m)| *l == Some(7) && m.contains("without ':'")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|(l, m)| l.is_none() && m.contains("never runs")),
+            "{msgs:?}"
+        );
     }
 
     #[test]
     fn key_after_header_end() {
         let f = lint("#!/bin/sh\n\n# mode: sync\n# phases: log-end\n");
-        assert!(f.iter().any(|f| f.0 == Some(3) && f.2.contains("line 2 is the first line")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|f| f.0 == Some(3) && f.2.contains("line 2 is the first line")),
+            "{f:?}"
+        );
         assert!(f.iter().any(|f| f.2.contains("never runs")), "{f:?}");
         let f = lint("#!/bin/sh\n# mode: sync\n  # phases: log-end\n");
-        assert!(f.iter().any(|f| f.0 == Some(3) && f.2.contains("after the end of the header")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|f| f.0 == Some(3) && f.2.contains("after the end of the header")),
+            "{f:?}"
+        );
     }
 
     #[test]
     fn errors_unknown_phases_and_shebang() {
         let f = lint("# mode: asnyc\n# phases: log-end backup-started\n");
-        assert!(f.iter().any(|f| f.0 == Some(1) && f.1 == Severity::Error && f.2.contains("asnyc")), "{f:?}");
-        assert!(f.iter().any(|f| f.0 == Some(1) && f.1 == Severity::Error && f.2.contains("#!")), "{f:?}");
-        assert!(f.iter().any(|f| f.0 == Some(2) && f.2.contains("'backup-started' is not a vzdump phase")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|f| f.0 == Some(1) && f.1 == Severity::Error && f.2.contains("asnyc")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.0 == Some(1) && f.1 == Severity::Error && f.2.contains("#!")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.0 == Some(2) && f.2.contains("'backup-started' is not a vzdump phase")),
+            "{f:?}"
+        );
     }
 
     #[test]
     fn prose_is_not_a_near_miss() {
-        assert_eq!(lint("#!/bin/sh\n# mode: sync\n# phases: log-end\n# Copies backups offsite.\n# Note: needs gpg\n# timeouts are handled by hookrun\n"), vec![]);
+        assert_eq!(
+            lint(
+                "#!/bin/sh\n# mode: sync\n# phases: log-end\n# Copies backups offsite.\n# Note: needs gpg\n# timeouts are handled by hookrun\n"
+            ),
+            vec![]
+        );
     }
 }

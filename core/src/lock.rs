@@ -33,7 +33,12 @@ pub fn open_lock_file(lock_dir: &Path, name: &str) -> Result<File, String> {
         .recursive(true)
         .mode(0o700)
         .create(lock_dir)
-        .map_err(|e| format!("cannot create lock directory {}: {e} (check lock_dir in the config)", lock_dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot create lock directory {}: {e} (check lock_dir in the config)",
+                lock_dir.display()
+            )
+        })?;
     let path = lock_dir.join(format!("{name}.lock"));
     OpenOptions::new()
         .read(true)
@@ -58,14 +63,22 @@ pub fn acquire(lock_dir: &Path, name: &str, signals: &mut SignalWatch) -> LockWa
         match file.try_lock() {
             Ok(()) => return LockWait::Acquired(LockGuard { _file: file }),
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => return LockWait::Failed(format!("cannot lock {}/{name}.lock: {e}", lock_dir.display())),
+            Err(TryLockError::Error(e)) => {
+                return LockWait::Failed(format!(
+                    "cannot lock {}/{name}.lock: {e}",
+                    lock_dir.display()
+                ));
+            }
         }
         if !waited {
             tracing::info!("waiting for lock {name} (another hook holds it)");
             waited = true;
         }
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::try_from(pause).unwrap_or(PollTimeout::MAX));
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(pause).unwrap_or(PollTimeout::MAX),
+        );
         if let Some(sig) = signals.stop_signal() {
             return LockWait::Interrupted(sig);
         }

@@ -20,7 +20,10 @@ impl ObjectPattern {
                 let canonical = !object.is_empty()
                     && object.bytes().all(|b| b.is_ascii_digit())
                     && (object == "0" || !object.starts_with('0'));
-                canonical && object.parse::<u64>().is_ok_and(|n| (*lo..=*hi).contains(&n))
+                canonical
+                    && object
+                        .parse::<u64>()
+                        .is_ok_and(|n| (*lo..=*hi).contains(&n))
             }
             ObjectPattern::Glob(glob) => glob_match(glob.as_bytes(), object.as_bytes()),
             ObjectPattern::Exact(name) => name == object,
@@ -40,7 +43,10 @@ impl fmt::Display for ObjectPattern {
 /// Parses the value of an `# objects:` line.
 pub fn parse_list(value: &str) -> Result<Vec<ObjectPattern>, String> {
     if value.trim().is_empty() {
-        return Err("no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces".into());
+        return Err(
+            "no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces"
+                .into(),
+        );
     }
     value.split_ascii_whitespace().map(parse_one).collect()
 }
@@ -50,7 +56,9 @@ fn parse_one(word: &str) -> Result<ObjectPattern, String> {
         return Err("objects are separated by spaces, not commas".into());
     }
     if word.contains('/') || word.bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!("object {word:?} contains '/' or a control character"));
+        return Err(format!(
+            "object {word:?} contains '/' or a control character"
+        ));
     }
     if let Some((lo, hi)) = word.split_once('-')
         && !lo.is_empty()
@@ -63,7 +71,9 @@ fn parse_one(word: &str) -> Result<ObjectPattern, String> {
             _ => return Err(format!("range {word:?} is too large")),
         };
         if lo > hi {
-            return Err(format!("range {word:?} is backwards; write the lower bound first"));
+            return Err(format!(
+                "range {word:?} is backwards; write the lower bound first"
+            ));
         }
         return Ok(ObjectPattern::Range(lo, hi));
     }

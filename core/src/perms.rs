@@ -12,14 +12,22 @@ pub fn check_hook(path: &Path, meta: &std::fs::Metadata, euid: u32) -> Result<()
     let mode = meta.mode();
     let p = path.display();
     if mode & 0o6000 != 0 {
-        return Err(format!("{p} is setuid/setgid; hooks never need that: chmod ug-s {p}"));
+        return Err(format!(
+            "{p} is setuid/setgid; hooks never need that: chmod ug-s {p}"
+        ));
     }
     check_common(&p.to_string(), mode, meta.uid(), euid, "hook")
 }
 
 /// Checks a directory that hooks are run from.
 pub fn check_dir(path: &Path, meta: &std::fs::Metadata, euid: u32) -> Result<(), String> {
-    check_common(&path.display().to_string(), meta.mode(), meta.uid(), euid, "directory")
+    check_common(
+        &path.display().to_string(),
+        meta.mode(),
+        meta.uid(),
+        euid,
+        "directory",
+    )
 }
 
 fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: &str) -> Result<(), String> {
@@ -29,10 +37,14 @@ fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: &str) -> Result<(
             (true, false) => "its group",
             _ => "others",
         };
-        return Err(format!("{what} {p} is writable by {who}, so anyone there could run code as root: chmod go-w {p}"));
+        return Err(format!(
+            "{what} {p} is writable by {who}, so anyone there could run code as root: chmod go-w {p}"
+        ));
     }
     if uid != 0 && uid != euid {
-        return Err(format!("{what} {p} is owned by uid {uid}, not by root: chown root {p}"));
+        return Err(format!(
+            "{what} {p} is owned by uid {uid}, not by root: chown root {p}"
+        ));
     }
     Ok(())
 }
@@ -40,17 +52,24 @@ fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: &str) -> Result<(
 /// For a hook reached through a symlink: the directory holding the real file must be
 /// safe too, or whoever can write there can swap the file.
 pub fn check_symlink_target_dir(link: &Path, euid: u32) -> Result<(), String> {
-    let target = std::fs::canonicalize(link).map_err(|e| format!("cannot resolve symlink {}: {e}", link.display()))?;
-    let Some(dir) = target.parent() else { return Ok(()) };
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
-    check_dir(dir, &meta, euid).map_err(|m| format!("{} is a symlink into an unsafe place: {m}", link.display()))
+    let target = std::fs::canonicalize(link)
+        .map_err(|e| format!("cannot resolve symlink {}: {e}", link.display()))?;
+    let Some(dir) = target.parent() else {
+        return Ok(());
+    };
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    check_dir(dir, &meta, euid)
+        .map_err(|m| format!("{} is a symlink into an unsafe place: {m}", link.display()))
 }
 
 /// Everything `strict_permissions` checks for one hook that is about to run: the file
 /// and, for a symlink, the directory holding its target. (The hooks directory itself is
 /// checked once per dispatch with [`check_dir_path`].)
 pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), String> {
-    let Some(cand) = entry.candidate() else { return Ok(()) };
+    let Some(cand) = entry.candidate() else {
+        return Ok(());
+    };
     check_hook(&entry.path, &cand.meta, euid)?;
     if cand.symlink {
         check_symlink_target_dir(&entry.path, euid)?;
@@ -60,7 +79,8 @@ pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), Stri
 
 /// Checks the hooks directory by path.
 pub fn check_dir_path(dir: &Path, euid: u32) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
     check_dir(dir, &meta, euid)
 }
 
@@ -86,16 +106,28 @@ mod tests {
         let (_d, p, m) = meta_with(0o775);
         assert!(check_hook(&p, &m, euid).unwrap_err().contains("chmod go-w"));
         let (_d, p, m) = meta_with(0o757);
-        assert!(check_hook(&p, &m, euid).unwrap_err().contains("writable by others"));
+        assert!(
+            check_hook(&p, &m, euid)
+                .unwrap_err()
+                .contains("writable by others")
+        );
         let (_d, p, m) = meta_with(0o4755);
         assert!(check_hook(&p, &m, euid).unwrap_err().contains("chmod ug-s"));
         let (_d, p, m) = meta_with(0o2755);
-        assert!(check_hook(&p, &m, euid).unwrap_err().contains("setuid/setgid"));
+        assert!(
+            check_hook(&p, &m, euid)
+                .unwrap_err()
+                .contains("setuid/setgid")
+        );
     }
 
     #[test]
     fn owner() {
-        assert!(check_common("/x", 0o755, 1234, 0, "hook").unwrap_err().contains("chown root /x"));
+        assert!(
+            check_common("/x", 0o755, 1234, 0, "hook")
+                .unwrap_err()
+                .contains("chown root /x")
+        );
         assert_eq!(check_common("/x", 0o755, 1234, 1234, "hook"), Ok(()));
         assert_eq!(check_common("/x", 0o755, 0, 1234, "hook"), Ok(()));
     }

@@ -60,7 +60,10 @@ pub enum Ending {
     /// Killed by the dispatcher after its timeout.
     TimedOut(Exit),
     /// The dispatcher received `signal` and passed it on.
-    Interrupted { signal: i32, exit: Exit },
+    Interrupted {
+        signal: i32,
+        exit: Exit,
+    },
     SpawnFailed(std::io::Error),
 }
 
@@ -108,7 +111,11 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
         .args(cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .process_group(0)
-        .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = match command.spawn() {
@@ -172,8 +179,14 @@ impl<'a> Supervisor<'a> {
             child,
             pgid,
             start,
-            stdout: Stream { pipe: stdout, lines: Vec::new() },
-            stderr: Stream { pipe: stderr, lines: Vec::new() },
+            stdout: Stream {
+                pipe: stdout,
+                lines: Vec::new(),
+            },
+            stderr: Stream {
+                pipe: stderr,
+                lines: Vec::new(),
+            },
             stdin,
             stdin_pos: 0,
             status: None,
@@ -207,7 +220,8 @@ impl<'a> Supervisor<'a> {
                 // from then, not from the leader's exit.
                 let exited = self.kill_sent.map_or(exited, |k| k.max(exited));
                 let pipes_open = self.stdout.pipe.is_some() || self.stderr.pipe.is_some();
-                let group_lingers = self.term_sent.is_some() && self.kill_sent.is_none() && self.group_alive();
+                let group_lingers =
+                    self.term_sent.is_some() && self.kill_sent.is_none() && self.group_alive();
                 if !pipes_open && !group_lingers {
                     break;
                 }
@@ -320,7 +334,10 @@ impl<'a> Supervisor<'a> {
         let timeout = match wake {
             None => PollTimeout::NONE,
             Some(w) => {
-                let ms = w.saturating_duration_since(Instant::now()).as_millis().saturating_add(1);
+                let ms = w
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .saturating_add(1);
                 PollTimeout::try_from(ms.min(60_000) as u64).unwrap_or(PollTimeout::MAX)
             }
         };
@@ -348,7 +365,9 @@ impl<'a> Supervisor<'a> {
                     return;
                 }
             }
-            let ready = |i: Option<usize>| i.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
+            let ready = |i: Option<usize>| {
+                i.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()))
+            };
             (ready(out_at), ready(err_at), ready(in_at), ready(Some(0)))
         };
         if sig_ready {
@@ -385,7 +404,12 @@ impl<'a> Supervisor<'a> {
                     }
                 }
                 Output::Plain => write_all(&mut std::io::stdout().lock(), &chunk),
-                Output::Prefixed(name) => relay_lines(&mut self.stdout.lines, &chunk, name, &mut std::io::stdout().lock()),
+                Output::Prefixed(name) => relay_lines(
+                    &mut self.stdout.lines,
+                    &chunk,
+                    name,
+                    &mut std::io::stdout().lock(),
+                ),
             }
         }
         if eof {
@@ -401,7 +425,12 @@ impl<'a> Supervisor<'a> {
         let (eof, chunks) = drain_pipe(&mut self.stderr.pipe, &mut buf);
         for chunk in chunks {
             match self.cmd.output {
-                Output::Prefixed(name) => relay_lines(&mut self.stderr.lines, &chunk, name, &mut std::io::stderr().lock()),
+                Output::Prefixed(name) => relay_lines(
+                    &mut self.stderr.lines,
+                    &chunk,
+                    name,
+                    &mut std::io::stderr().lock(),
+                ),
                 _ => write_all(&mut std::io::stderr().lock(), &chunk),
             }
         }
@@ -415,7 +444,9 @@ impl<'a> Supervisor<'a> {
 
     fn feed_stdin(&mut self) {
         let payload = self.cmd.stdin.unwrap_or_default();
-        let Some(pipe) = self.stdin.as_mut() else { return };
+        let Some(pipe) = self.stdin.as_mut() else {
+            return;
+        };
         while self.stdin_pos < payload.len() {
             match pipe.write(&payload[self.stdin_pos..]) {
                 Ok(n) => self.stdin_pos += n,
@@ -442,7 +473,9 @@ impl<'a> Supervisor<'a> {
 /// starve the loop). Returns whether EOF was reached and the chunks read.
 fn drain_pipe<R: Read>(pipe: &mut Option<R>, buf: &mut [u8]) -> (bool, Vec<Vec<u8>>) {
     let mut chunks = Vec::new();
-    let Some(p) = pipe.as_mut() else { return (true, chunks) };
+    let Some(p) = pipe.as_mut() else {
+        return (true, chunks);
+    };
     for _ in 0..16 {
         match p.read(buf) {
             Ok(0) => return (true, chunks),
@@ -525,7 +558,10 @@ mod tests {
 
     #[test]
     fn lines_are_prefixed_across_chunks() {
-        assert_eq!(relay(&[b"a\nb", b"c\n", b"\nlast"]), "[h] a\n[h] bc\n[h] \n[h] last\n");
+        assert_eq!(
+            relay(&[b"a\nb", b"c\n", b"\nlast"]),
+            "[h] a\n[h] bc\n[h] \n[h] last\n"
+        );
         assert_eq!(relay(&[b""]), "");
     }
 

@@ -22,8 +22,9 @@ pub enum OutcomeKind {
     Refused,
     SpawnError,
     Skipped,
-    /// An async hook that has been started and has not ended yet.
-    Started,
+    /// An async hook that has been started and has not ended yet. Never written to
+    /// `runs.jsonl`: a run has exactly one record there, written when it ends.
+    Running,
 }
 
 impl OutcomeKind {
@@ -36,7 +37,7 @@ impl OutcomeKind {
             OutcomeKind::Refused => "refused",
             OutcomeKind::SpawnError => "spawn-error",
             OutcomeKind::Skipped => "skipped",
-            OutcomeKind::Started => "started",
+            OutcomeKind::Running => "running",
         }
     }
 }
@@ -86,7 +87,10 @@ impl RecordLog {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
                 // 0750: records name hooks and objects; operators read them as root.
-                std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)?;
             }
             let f = OpenOptions::new()
                 .append(true)
@@ -111,7 +115,10 @@ impl RecordLog {
             if n == line.len() {
                 Ok(())
             } else {
-                Err(std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write ({n} of {} bytes)", line.len())))
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write ({n} of {} bytes)", line.len()),
+                ))
             }
         });
         if let Err(e) = result {

@@ -53,10 +53,18 @@ impl SignalWatch {
     /// Installs the handlers (once per process) and returns a watch on them.
     pub fn install() -> std::io::Result<SignalWatch> {
         if READ_END.get().is_none() {
-            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-            WRITE_END.store(std::os::fd::IntoRawFd::into_raw_fd(write), Ordering::Relaxed);
+            let (read, write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+            WRITE_END.store(
+                std::os::fd::IntoRawFd::into_raw_fd(write),
+                Ordering::Relaxed,
+            );
             let _ = READ_END.set(read);
-            let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+            let action = SigAction::new(
+                SigHandler::Handler(on_signal),
+                SaFlags::SA_RESTART,
+                SigSet::empty(),
+            );
             let child_action = SigAction::new(
                 SigHandler::Handler(on_signal),
                 SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
@@ -89,7 +97,9 @@ impl SignalWatch {
     /// Reads everything queued without blocking.
     pub fn drain(&mut self) -> Arrived {
         let mut arrived = Arrived::default();
-        let Some(fd) = READ_END.get() else { return arrived };
+        let Some(fd) = READ_END.get() else {
+            return arrived;
+        };
         let mut buf = [0u8; 64];
         loop {
             match nix::unistd::read(fd, &mut buf) {

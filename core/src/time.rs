@@ -20,7 +20,15 @@ fn parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let secs = since.as_secs();
     let (y, m, d) = civil((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60, since.subsec_millis())
+    (
+        y,
+        m,
+        d,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis(),
+    )
 }
 
 /// `2026-11-21T15:30:12.123Z`
@@ -52,7 +60,10 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let frac = s.get(19..s.len() - 1).and_then(|f| format!("0{f}").parse::<f64>().ok()).unwrap_or(0.0);
+    let frac = s
+        .get(19..s.len() - 1)
+        .and_then(|f| format!("0{f}").parse::<f64>().ok())
+        .unwrap_or(0.0);
     Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
 }
 
@@ -67,7 +78,10 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-21T15:30:12.345Z");
         assert_eq!(compact(t), "20261121T153012Z");
         // Leap day.
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

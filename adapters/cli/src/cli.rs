@@ -30,6 +30,8 @@ pub enum Command {
     Lint(LintArgs),
     /// Dispatch a phase for any tool (Backrest, borgmatic, cron, ...)
     Run(RunArgs),
+    /// Show recent run records (running async hooks included)
+    Log(LogArgs),
     /// Walk a simulated vzdump backup job through hookrun-vzdump and the example hooks
     Demo(DemoArgs),
 }
@@ -93,6 +95,25 @@ pub struct RunArgs {
     /// Arguments passed to every hook unchanged
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Show the last N records
+    #[arg(long, short = 'n', default_value_t = 20, value_name = "N")]
+    pub last: usize,
+    /// Only runs that did not end well (failed, timeout, signal, refused, spawn-error, lost)
+    #[arg(long)]
+    pub failed: bool,
+    /// Only this hook (file name)
+    #[arg(long, value_name = "NAME")]
+    pub hook: Option<String>,
+    /// Only this platform (also selects its log_dir when its config table sets one)
+    #[arg(long, short = 'p')]
+    pub platform: Option<String>,
+    /// One JSON object per line instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,12 +14,36 @@ use crate::cli::DemoArgs;
 
 /// The example hooks, compiled in so the demo works from any directory.
 const EXAMPLES: &[(&str, &str, u32)] = &[
-    ("10-announce", include_str!("../../../examples/hooks.d/10-announce"), 0o755),
-    ("20-require-dumpdir", include_str!("../../../examples/hooks.d/20-require-dumpdir"), 0o755),
-    ("30-quiesce-db", include_str!("../../../examples/hooks.d/30-quiesce-db"), 0o755),
-    ("50-archive-report", include_str!("../../../examples/hooks.d/50-archive-report"), 0o755),
-    ("90-summary", include_str!("../../../examples/hooks.d/90-summary"), 0o755),
-    ("README", include_str!("../../../examples/hooks.d/README"), 0o644),
+    (
+        "10-announce",
+        include_str!("../../../examples/hooks.d/10-announce"),
+        0o755,
+    ),
+    (
+        "20-require-dumpdir",
+        include_str!("../../../examples/hooks.d/20-require-dumpdir"),
+        0o755,
+    ),
+    (
+        "30-quiesce-db",
+        include_str!("../../../examples/hooks.d/30-quiesce-db"),
+        0o755,
+    ),
+    (
+        "50-archive-report",
+        include_str!("../../../examples/hooks.d/50-archive-report"),
+        0o755,
+    ),
+    (
+        "90-summary",
+        include_str!("../../../examples/hooks.d/90-summary"),
+        0o755,
+    ),
+    (
+        "README",
+        include_str!("../../../examples/hooks.d/README"),
+        0o644,
+    ),
 ];
 
 struct Guest {
@@ -30,28 +54,64 @@ struct Guest {
 }
 
 const GUESTS: &[Guest] = &[
-    Guest { vmid: "101", vmtype: "qemu", hostname: "web", ext: ".vma.zst" },
-    Guest { vmid: "102", vmtype: "lxc", hostname: "db", ext: ".tar.zst" },
+    Guest {
+        vmid: "101",
+        vmtype: "qemu",
+        hostname: "web",
+        ext: ".vma.zst",
+    },
+    Guest {
+        vmid: "102",
+        vmtype: "lxc",
+        hostname: "db",
+        ext: ".tar.zst",
+    },
 ];
 
 /// Guest phases of a snapshot-mode backup, in vzdump's order (reference §1.5).
-const SNAPSHOT_PHASES: &[&str] = &["backup-start", "pre-stop", "pre-restart", "post-restart", "backup-end", "log-end"];
+const SNAPSHOT_PHASES: &[&str] = &[
+    "backup-start",
+    "pre-stop",
+    "pre-restart",
+    "post-restart",
+    "backup-end",
+    "log-end",
+];
 
 pub fn main(args: &DemoArgs) -> anyhow::Result<i32> {
     let vzdump_bin = find_vzdump_binary()?;
-    let tmp = tempfile::Builder::new().prefix("hookrun-demo-").tempdir().context("cannot create a temporary directory")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("hookrun-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
     let root = tmp.path().to_owned();
     let demo = Demo::set_up(&root, &vzdump_bin)?;
 
-    println!("hookrun demo: a vzdump backup job of guests 101 (qemu, web) and 102 (lxc, db), snapshot mode");
-    println!("  entry point  {} -> {}", demo.entry.display(), vzdump_bin.display());
+    println!(
+        "hookrun demo: a vzdump backup job of guests 101 (qemu, web) and 102 (lxc, db), snapshot mode"
+    );
+    println!(
+        "  entry point  {} -> {}",
+        demo.entry.display(),
+        vzdump_bin.display()
+    );
     println!("  hooks        {}", demo.hooks.display());
-    println!("  config       {}  (log_dir and lock_dir inside the demo directory)", demo.config.display());
+    println!(
+        "  config       {}  (log_dir and lock_dir inside the demo directory)",
+        demo.config.display()
+    );
     println!();
     println!("What `hookrun list --phase pre-stop --object 102` says about this directory:");
     let settings = hookrun_core::Config::load_file(&demo.config, true)?.settings_for("vzdump");
     let entries = hookrun_core::discover::scan(&demo.hooks)?;
-    let plan = crate::list::plan(&settings, &demo.hooks, &entries, "pre-stop", Some("102"), hookrun_core::OnError::Fail);
+    let plan = crate::list::plan(
+        &settings,
+        &demo.hooks,
+        &entries,
+        "pre-stop",
+        Some("102"),
+        hookrun_core::OnError::Fail,
+    );
     for line in plan.lines() {
         println!("  {line}");
     }
@@ -59,10 +119,15 @@ pub fn main(args: &DemoArgs) -> anyhow::Result<i32> {
 
     let mut unexpected = 0;
     unexpected += demo.call(&["job-init"], &[])?;
-    unexpected += demo.call(&["job-start"], &[("DUMPDIR", demo.dump.as_os_str().to_owned())])?;
+    unexpected += demo.call(
+        &["job-start"],
+        &[("DUMPDIR", demo.dump.as_os_str().to_owned())],
+    )?;
     let stamp = "2026_11_21-03_00_00";
     for g in GUESTS {
-        let base = demo.dump.join(format!("vzdump-{}-{}-{stamp}", g.vmtype, g.vmid));
+        let base = demo
+            .dump
+            .join(format!("vzdump-{}-{}-{stamp}", g.vmtype, g.vmid));
         let target = PathBuf::from(format!("{}{}", base.display(), g.ext));
         let logfile = PathBuf::from(format!("{}.log", base.display()));
         let env = [
@@ -76,31 +141,50 @@ pub fn main(args: &DemoArgs) -> anyhow::Result<i32> {
             // vzdump renames the finished archive into place before backup-end and
             // copies the guest's log next to it before log-end.
             if *phase == "backup-end" {
-                std::fs::write(&target, vec![0u8; 4096 * (1 + g.vmid.len())]).context("writing the demo archive")?;
+                std::fs::write(&target, vec![0u8; 4096 * (1 + g.vmid.len())])
+                    .context("writing the demo archive")?;
             }
             if *phase == "log-end" {
-                std::fs::write(&logfile, format!("INFO: Finished Backup of VM {}\n", g.vmid))?;
+                std::fs::write(
+                    &logfile,
+                    format!("INFO: Finished Backup of VM {}\n", g.vmid),
+                )?;
             }
             unexpected += demo.call(&[phase, "snapshot", g.vmid], &env)?;
         }
     }
-    unexpected += demo.call(&["job-end"], &[("DUMPDIR", demo.dump.as_os_str().to_owned())])?;
+    unexpected += demo.call(
+        &["job-end"],
+        &[("DUMPDIR", demo.dump.as_os_str().to_owned())],
+    )?;
 
-    println!("Run records ({}):", demo.log_dir.join(hookrun_core::record::RECORDS_FILE).display());
+    println!(
+        "Run records ({}):",
+        demo.log_dir
+            .join(hookrun_core::record::RECORDS_FILE)
+            .display()
+    );
     print!("{}", records_table(&demo.log_dir)?);
     println!();
     if args.keep {
         let kept = tmp.keep();
         println!("The demo directory is kept: {}", kept.display());
-        println!("Try: HOOKRUN_CONFIG={0}/hookrun.toml hookrun list --hooks-dir {0}/snippets/vzdump/hooks.d --phase log-end", kept.display());
+        println!(
+            "Try: HOOKRUN_CONFIG={0}/hookrun.toml hookrun list --hooks-dir {0}/snippets/vzdump/hooks.d --phase log-end",
+            kept.display()
+        );
     } else {
-        println!("(The demo directory has been removed; run `hookrun demo --keep` to look around in it.)");
+        println!(
+            "(The demo directory has been removed; run `hookrun demo --keep` to look around in it.)"
+        );
     }
     if unexpected > 0 {
         println!("{unexpected} call(s) did not end as expected");
         return Ok(1);
     }
-    println!("Every phase ended as vzdump expects. Next: `hookrun lint` your own hooks, then wire hookrun-vzdump into /etc/vzdump.conf.");
+    println!(
+        "Every phase ended as vzdump expects. Next: `hookrun lint` your own hooks, then wire hookrun-vzdump into /etc/vzdump.conf."
+    );
     Ok(0)
 }
 
@@ -114,7 +198,13 @@ struct Demo {
 
 impl Demo {
     fn set_up(root: &Path, vzdump_bin: &Path) -> anyhow::Result<Demo> {
-        let mkdir = |p: &Path| std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p).with_context(|| format!("creating {}", p.display()));
+        let mkdir = |p: &Path| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(p)
+                .with_context(|| format!("creating {}", p.display()))
+        };
         // The seed's layout: a dispatcher on (shared) storage with hooks.d beside it.
         let snippets = root.join("snippets/vzdump");
         let hooks = snippets.join("hooks.d");
@@ -133,9 +223,19 @@ impl Demo {
         let config = root.join("hookrun.toml");
         let mut text = String::from("# hookrun demo configuration\n");
         let _ = writeln!(text, "log_dir = {:?}", log_dir.display().to_string());
-        let _ = writeln!(text, "lock_dir = {:?}", root.join("lock").display().to_string());
+        let _ = writeln!(
+            text,
+            "lock_dir = {:?}",
+            root.join("lock").display().to_string()
+        );
         std::fs::write(&config, text)?;
-        Ok(Demo { entry, hooks, config, dump, log_dir })
+        Ok(Demo {
+            entry,
+            hooks,
+            config,
+            dump,
+            log_dir,
+        })
     }
 
     /// Calls the entry point like vzdump: argv, a cleared environment with only the
@@ -154,8 +254,13 @@ impl Demo {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().with_context(|| format!("running {}", self.entry.display()))?;
-        for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {}", self.entry.display()))?;
+        for line in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
             println!("    {line}");
         }
         let code = out.status.code().unwrap_or(-1);
@@ -173,10 +278,15 @@ impl Demo {
 }
 
 fn records_table(log_dir: &Path) -> anyhow::Result<String> {
-    let (records, bad) = hookrun_core::record::read_records(&log_dir.join(hookrun_core::record::RECORDS_FILE))
-        .context("reading the run records")?;
+    let (records, bad) =
+        hookrun_core::record::read_records(&log_dir.join(hookrun_core::record::RECORDS_FILE))
+            .context("reading the run records")?;
     let mut out = String::new();
-    let _ = writeln!(out, "  {:<8} {:<13} {:<6} {:<20} {:<5} {:<8} {:>4} {:>6}", "time", "phase", "object", "hook", "mode", "outcome", "exit", "ms");
+    let _ = writeln!(
+        out,
+        "  {:<8} {:<13} {:<6} {:<20} {:<5} {:<8} {:>4} {:>6}",
+        "time", "phase", "object", "hook", "mode", "outcome", "exit", "ms"
+    );
     for r in &records {
         let time = r.time.get(11..19).unwrap_or("?");
         let exit = r.exit_code.map_or_else(|| "-".into(), |c| c.to_string());
@@ -193,7 +303,16 @@ fn records_table(log_dir: &Path) -> anyhow::Result<String> {
             r.duration_ms
         );
     }
-    let _ = writeln!(out, "  {} record(s){}", records.len(), if bad > 0 { format!(", {bad} unreadable line(s)") } else { String::new() });
+    let _ = writeln!(
+        out,
+        "  {} record(s){}",
+        records.len(),
+        if bad > 0 {
+            format!(", {bad} unreadable line(s)")
+        } else {
+            String::new()
+        }
+    );
     Ok(out)
 }
 
@@ -208,19 +327,36 @@ fn find_vzdump_binary() -> anyhow::Result<PathBuf> {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.join("../..");
     if !workspace.join("Cargo.toml").is_file() {
-        anyhow::bail!("{} is missing; install the hookrun-vzdump package", beside.display());
+        anyhow::bail!(
+            "{} is missing; install the hookrun-vzdump package",
+            beside.display()
+        );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let release = exe.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
+    let release = exe
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "release");
     eprintln!("hookrun: building hookrun-vzdump for the demo ...");
     let mut build = Command::new(cargo);
-    build.current_dir(&workspace).args(["build", "--quiet", "--package", "hookrun-vzdump", "--bin", "hookrun-vzdump"]);
+    build.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "--package",
+        "hookrun-vzdump",
+        "--bin",
+        "hookrun-vzdump",
+    ]);
     if release {
         build.arg("--release");
     }
-    let status = build.status().context("running cargo to build hookrun-vzdump")?;
+    let status = build
+        .status()
+        .context("running cargo to build hookrun-vzdump")?;
     if !status.success() || !beside.is_file() {
-        anyhow::bail!("building hookrun-vzdump failed ({status}); try: cargo build --release --bins");
+        anyhow::bail!(
+            "building hookrun-vzdump failed ({status}); try: cargo build --release --bins"
+        );
     }
     Ok(beside)
 }
@@ -228,12 +364,20 @@ fn find_vzdump_binary() -> anyhow::Result<PathBuf> {
 /// When run from a checkout, a stale adapter binary would make the demo show old code.
 fn source_is_newer(bin: &Path) -> bool {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let Ok(bin_time) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return true };
-    let newest = |dir: &Path| -> Option<std::time::SystemTime> {
-        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.metadata().ok()?.modified().ok()).max()
+    let Ok(bin_time) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
     };
-    [manifest_dir.join("../vzdump/src"), manifest_dir.join("../../core/src")]
-        .iter()
-        .filter_map(|d| newest(d))
-        .any(|t| t > bin_time)
+    let newest = |dir: &Path| -> Option<std::time::SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+            .max()
+    };
+    [
+        manifest_dir.join("../vzdump/src"),
+        manifest_dir.join("../../core/src"),
+    ]
+    .iter()
+    .filter_map(|d| newest(d))
+    .any(|t| t > bin_time)
 }

@@ -7,6 +7,7 @@ pub mod cli;
 mod demo;
 mod lint;
 pub(crate) mod list;
+mod log;
 pub mod platforms;
 mod run;
 
@@ -20,6 +21,9 @@ pub const EXIT_CONFIG: i32 = 78;
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
+    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -34,6 +38,7 @@ pub fn main_impl() -> i32 {
         Command::List(a) => list::main(&a),
         Command::Lint(a) => lint::main(&a),
         Command::Run(a) => run::main(&a),
+        Command::Log(a) => log::main(&a),
         Command::Demo(a) => demo::main(&a),
     };
     match result {
@@ -59,5 +64,6 @@ impl std::error::Error for Exit {}
 
 /// Loads the configuration or fails with exit 78 and the file:line message.
 pub(crate) fn load_config() -> anyhow::Result<hookrun_core::Config> {
-    hookrun_core::Config::load().map_err(|e| anyhow::Error::new(Exit(EXIT_CONFIG)).context(e.to_string()))
+    hookrun_core::Config::load()
+        .map_err(|e| anyhow::Error::new(Exit(EXIT_CONFIG)).context(e.to_string()))
 }

@@ -29,7 +29,9 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
     let platform_name = args.platform.clone().unwrap_or_else(|| "vzdump".into());
     platforms::validate_name(&platform_name)?;
     let platform = args.platform.as_deref().map(platforms::platform);
-    let known = platform.as_ref().and_then(|p| p.phases.map(|ph| (p.name.as_str(), ph)));
+    let known = platform
+        .as_ref()
+        .and_then(|p| p.phases.map(|ph| (p.name.as_str(), ph)));
     let settings = crate::load_config()?.settings_for(&platform_name);
     let euid = nix::unistd::geteuid().as_raw();
     let mut tally = Tally::default();
@@ -38,7 +40,11 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                tally.report(&path.display().to_string(), Severity::Error, &format!("cannot read: {e}"));
+                tally.report(
+                    &path.display().to_string(),
+                    Severity::Error,
+                    &format!("cannot read: {e}"),
+                );
                 continue;
             }
         };
@@ -54,22 +60,42 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
                 }
             }
         } else {
-            lint_entry(&discover::inspect(path), known, settings.strict_permissions, euid, &mut tally);
+            lint_entry(
+                &discover::inspect(path),
+                known,
+                settings.strict_permissions,
+                euid,
+                &mut tally,
+            );
         }
     }
     println!(
         "{} file(s) checked: {} error(s), {} warning(s)",
         tally.files, tally.errors, tally.warnings
     );
-    Ok(if tally.errors > 0 || (args.strict && tally.warnings > 0) { 1 } else { 0 })
+    Ok(if tally.errors > 0 || (args.strict && tally.warnings > 0) {
+        1
+    } else {
+        0
+    })
 }
 
-fn lint_entry(entry: &Entry, known: Option<(&str, &[&str])>, strict: bool, euid: u32, tally: &mut Tally) {
+fn lint_entry(
+    entry: &Entry,
+    known: Option<(&str, &[&str])>,
+    strict: bool,
+    euid: u32,
+    tally: &mut Tally,
+) {
     let shown = entry.path.display().to_string();
     tally.files += 1;
     let cand = match &entry.state {
         EntryState::Ignored(r) => {
-            tally.report(&shown, Severity::Info, &format!("ignored by dispatches: {r}"));
+            tally.report(
+                &shown,
+                Severity::Info,
+                &format!("ignored by dispatches: {r}"),
+            );
             return;
         }
         EntryState::Unusable(why) => {
@@ -81,14 +107,20 @@ fn lint_entry(entry: &Entry, known: Option<(&str, &[&str])>, strict: bool, euid:
     match discover::read_head(&entry.path) {
         Ok((buf, truncated)) => {
             for f in lint_bytes(&buf, truncated, known) {
-                let loc = f.line.map_or_else(|| shown.clone(), |l| format!("{shown}:{l}"));
+                let loc = f
+                    .line
+                    .map_or_else(|| shown.clone(), |l| format!("{shown}:{l}"));
                 tally.report(&loc, f.severity, &f.message);
             }
         }
         Err(e) => tally.report(&shown, Severity::Error, &format!("cannot read: {e}")),
     }
     if !cand.executable && cand.header.phases.is_some() {
-        tally.report(&shown, Severity::Warning, &format!("not executable, so it never runs: chmod +x {shown}"));
+        tally.report(
+            &shown,
+            Severity::Warning,
+            &format!("not executable, so it never runs: chmod +x {shown}"),
+        );
     }
     if strict && let Err(why) = hookrun_core::perms::check_entry(entry, euid) {
         tally.report(&shown, Severity::Error, &format!("would be refused: {why}"));

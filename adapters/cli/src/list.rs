@@ -22,7 +22,14 @@ pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
     };
     let entries = discover::scan(&dir)?;
     let text = match &args.phase {
-        Some(phase) => plan(&settings, &dir, &entries, phase, args.object.as_deref(), platform.default_on_error),
+        Some(phase) => plan(
+            &settings,
+            &dir,
+            &entries,
+            phase,
+            args.object.as_deref(),
+            platform.default_on_error,
+        ),
         None => inventory(&settings, &dir, &entries, &args.platform),
     };
     print!("{text}");
@@ -42,11 +49,23 @@ fn dir_problem(settings: &Settings, dir: &Path) -> Option<String> {
 }
 
 fn width(entries: &[Entry]) -> usize {
-    entries.iter().map(|e| e.display_name().chars().count()).max().unwrap_or(0).clamp(8, 40)
+    entries
+        .iter()
+        .map(|e| e.display_name().chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, 40)
 }
 
 /// The plan of a dispatch of `phase` for `object`.
-pub fn plan(settings: &Settings, dir: &Path, entries: &[Entry], phase: &str, object: Option<&str>, default_on_error: OnError) -> String {
+pub fn plan(
+    settings: &Settings,
+    dir: &Path,
+    entries: &[Entry],
+    phase: &str,
+    object: Option<&str>,
+    default_on_error: OnError,
+) -> String {
     let mut out = String::new();
     let _ = write!(out, "hooks directory {} — phase {phase}", dir.display());
     if let Some(o) = object {
@@ -65,7 +84,10 @@ pub fn plan(settings: &Settings, dir: &Path, entries: &[Entry], phase: &str, obj
             Verdict::Run => {
                 let c = e.candidate().expect("runs are candidates");
                 let refusal = dir_refusal.clone().or_else(|| {
-                    settings.strict_permissions.then(|| hookrun_core::perms::check_entry(e, euid()).err()).flatten()
+                    settings
+                        .strict_permissions
+                        .then(|| hookrun_core::perms::check_entry(e, euid()).err())
+                        .flatten()
                 });
                 match refusal {
                     Some(why) => {
@@ -80,20 +102,36 @@ pub fn plan(settings: &Settings, dir: &Path, entries: &[Entry], phase: &str, obj
             }
             Verdict::Ignored(r) => ("skip", r.to_string()),
             Verdict::NoPhases => ("skip", "no '# phases:' line (never runs)".into()),
-            Verdict::OtherPhase => ("skip", format!("not for {phase} (phases: {})", phases_of(e))),
+            Verdict::OtherPhase => (
+                "skip",
+                format!("not for {phase} (phases: {})", phases_of(e)),
+            ),
             Verdict::OtherObject => (
                 "skip",
-                format!("not for object {} (objects: {})", object.unwrap_or("(none)"), objects_of(e)),
+                format!(
+                    "not for object {} (objects: {})",
+                    object.unwrap_or("(none)"),
+                    objects_of(e)
+                ),
             ),
             Verdict::NotExecutable => {
                 problems += 1;
-                ("WARN", format!("would run but is not executable: chmod +x {}", e.path.display()))
+                (
+                    "WARN",
+                    format!(
+                        "would run but is not executable: chmod +x {}",
+                        e.path.display()
+                    ),
+                )
             }
             Verdict::HeaderInvalid => {
                 problems += 1;
                 let h = &e.candidate().expect("candidate").header;
                 let errs: Vec<String> = h.errors.iter().map(ToString::to_string).collect();
-                ("ERROR", format!("refused, invalid header: {}", errs.join("; ")))
+                (
+                    "ERROR",
+                    format!("refused, invalid header: {}", errs.join("; ")),
+                )
             }
             Verdict::Unusable => {
                 problems += 1;
@@ -136,13 +174,20 @@ fn phases_of(e: &Entry) -> String {
 }
 
 fn objects_of_header(h: &Header) -> String {
-    h.objects
-        .as_ref()
-        .map_or_else(|| "all".into(), |o| o.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+    h.objects.as_ref().map_or_else(
+        || "all".into(),
+        |o| {
+            o.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    )
 }
 
 fn objects_of(e: &Entry) -> String {
-    e.candidate().map_or_else(|| "all".into(), |c| objects_of_header(&c.header))
+    e.candidate()
+        .map_or_else(|| "all".into(), |c| objects_of_header(&c.header))
 }
 
 fn unusable(e: &Entry) -> String {
@@ -155,7 +200,11 @@ fn unusable(e: &Entry) -> String {
 /// Every entry with its header, for `hookrun list` without `--phase`.
 fn inventory(settings: &Settings, dir: &Path, entries: &[Entry], platform: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "hooks directory {} (platform {platform})", dir.display());
+    let _ = writeln!(
+        out,
+        "hooks directory {} (platform {platform})",
+        dir.display()
+    );
     if let Some(why) = dir_problem(settings, dir) {
         let _ = writeln!(out, "REFUSED  (directory)  {why}");
     }
@@ -173,7 +222,10 @@ fn inventory(settings: &Settings, dir: &Path, entries: &[Entry], platform: &str)
                 } else if h.phases.is_none() {
                     ("skip", "no '# phases:' line (never runs)".into())
                 } else if !c.executable {
-                    ("WARN", format!("not executable: chmod +x {}", e.path.display()))
+                    (
+                        "WARN",
+                        format!("not executable: chmod +x {}", e.path.display()),
+                    )
                 } else if let Some(why) = settings
                     .strict_permissions
                     .then(|| hookrun_core::perms::check_entry(e, euid()).err())

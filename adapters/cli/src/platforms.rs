@@ -34,10 +34,14 @@ pub fn platform(name: &str) -> Platform {
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
         || name.len() > 64
-        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         || name.starts_with('-')
     {
-        anyhow::bail!("platform name {name:?} must be lower-case letters, digits, '-' and '_' (e.g. backrest, borgmatic)");
+        anyhow::bail!(
+            "platform name {name:?} must be lower-case letters, digits, '-' and '_' (e.g. backrest, borgmatic)"
+        );
     }
     Ok(())
 }

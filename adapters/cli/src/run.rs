@@ -27,7 +27,14 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
         let entries = discover::scan(&dir)?;
         print!(
             "{}",
-            crate::list::plan(&settings, &dir, &entries, &args.phase, args.object.as_deref(), default_on_error)
+            crate::list::plan(
+                &settings,
+                &dir,
+                &entries,
+                &args.phase,
+                args.object.as_deref(),
+                default_on_error
+            )
         );
         return Ok(0);
     }
@@ -43,6 +50,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
     };
     match hookrun_core::dispatch(&settings, &dir, &req) {
         Ok(report) => Ok(report.exit_code),
-        Err(e) => Err(anyhow::Error::new(crate::Exit(crate::EXIT_CONFIG)).context(format!("{e}; no hooks were run"))),
+        Err(e) => Err(anyhow::Error::new(crate::Exit(crate::EXIT_CONFIG))
+            .context(format!("{e}; no hooks were run"))),
     }
 }

@@ -48,7 +48,10 @@ pub fn request(args: Vec<OsString>) -> Option<Request> {
     if phase.is_empty() {
         return None;
     }
-    let object = args.get(2).map(|o| o.to_string_lossy().into_owned()).filter(|o| !o.is_empty());
+    let object = args
+        .get(2)
+        .map(|o| o.to_string_lossy().into_owned())
+        .filter(|o| !o.is_empty());
     Some(Request {
         platform: PLATFORM.to_owned(),
         may_fail: may_fail(&phase),
@@ -85,6 +88,9 @@ Called without a phase it does nothing and exits 0. See `hookrun list` and
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
+    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
+        return code;
+    }
     let mut argv = std::env::args_os();
     let invoked = argv.next().map(std::path::PathBuf::from);
     let args: Vec<OsString> = argv.collect();
@@ -112,7 +118,11 @@ pub fn main_impl() -> i32 {
         }
     };
     let settings = config.settings_for(PLATFORM);
-    let dir = hookrun_core::resolve_hooks_dir(&settings, invoked.as_deref(), Path::new(DEFAULT_HOOKS_DIR));
+    let dir = hookrun_core::resolve_hooks_dir(
+        &settings,
+        invoked.as_deref(),
+        Path::new(DEFAULT_HOOKS_DIR),
+    );
     match hookrun_core::dispatch(&settings, &dir, &req) {
         Ok(report) => report.exit_code,
         Err(e) => {
@@ -142,7 +152,10 @@ mod tests {
         let r = request(os(&["job-start"])).unwrap();
         assert_eq!((r.phase.as_str(), r.object), ("job-start", None));
         let r = request(os(&["backup-start", "snapshot", "101"])).unwrap();
-        assert_eq!((r.phase.as_str(), r.object.as_deref()), ("backup-start", Some("101")));
+        assert_eq!(
+            (r.phase.as_str(), r.object.as_deref()),
+            ("backup-start", Some("101"))
+        );
         assert_eq!(r.args, os(&["backup-start", "snapshot", "101"]));
         assert_eq!(r.default_on_error, OnError::Fail);
         let r = request(os(&["some-future-phase", "x"])).unwrap();

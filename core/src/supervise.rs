@@ -1,0 +1,376 @@
+//! Async hooks (DESIGN §4): the dispatcher re-executes its own binary as a detached
+//! supervisor and returns at once; the supervisor takes the lock, runs the hook with its
+//! timeout, appends the output to `<log_dir>/async/<job>.log`, writes the Checkmk job
+//! file and the run record, and exits.
+//!
+//! Detachment is what lets the platform see EOF: vzdump and libvirt read the hook
+//! script's pipes until *every* holder closes them. So the supervisor starts in a new
+//! session (a signal to the platform's process group does not reach it), with stdin,
+//! stdout and stderr pointing away from the platform's pipes, and closes every other
+//! descriptor it might have inherited before doing anything else.
+//!
+//! Everything it needs — the hook, its argv and environment, settings, the record to
+//! complete, and the stdin payload — travels in one private memory file (`memfd`) that
+//! becomes the supervisor's stdin: nothing touches a filesystem where others could read
+//! it (libvirt's migrate XML can hold passwords).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{OutcomeKind, RecordLog, RunRecord};
+
+/// The argument that makes any hookrun binary act as an async supervisor.
+pub const SUPERVISOR_FLAG: &str = "--hookrun-async-supervisor";
+
+/// Everything the supervisor needs, serialised as the first line of its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AsyncSpec {
+    /// The program to run (the hook, or `mk-job` in external mode) and its argv.
+    pub program: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    /// Added to the inherited environment.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub hook_path: Vec<u8>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub lock: Option<String>,
+    pub lock_dir: Vec<u8>,
+    pub log_dir: Vec<u8>,
+    /// Set for native `# mk-job`: the Checkmk job directory.
+    pub mk_job_dir: Option<Vec<u8>>,
+    pub has_stdin: bool,
+    /// The record to complete and append when the hook ends.
+    pub record: RunRecord,
+}
+
+/// A running async hook, as `hookrun log` shows it: one JSON file per supervisor in
+/// `<log_dir>/async/running/`, removed when the record is written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningEntry {
+    pub record: RunRecord,
+    pub supervisor_pid: u32,
+}
+
+pub fn async_dir(log_dir: &Path) -> PathBuf {
+    log_dir.join("async")
+}
+
+pub fn running_dir(log_dir: &Path) -> PathBuf {
+    async_dir(log_dir).join("running")
+}
+
+/// The per-job async log.
+pub fn async_log_path(log_dir: &Path, job: &str) -> PathBuf {
+    async_dir(log_dir).join(format!("{job}.log"))
+}
+
+/// Starts a detached supervisor for `spec`; returns its pid. Called by the dispatcher.
+pub fn launch(spec: &AsyncSpec, stdin: Option<&[u8]>) -> std::io::Result<u32> {
+    let memfd =
+        nix::sys::memfd::memfd_create("hookrun-async", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut file = File::from(memfd);
+    let mut line = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    file.write_all(&line)?;
+    if let Some(payload) = stdin {
+        file.write_all(payload)?;
+    }
+    file.rewind()?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(format!("hookrun-async {}", spec.record.job))
+        .arg(SUPERVISOR_FLAG)
+        .stdin(Stdio::from(file))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(child.id())
+}
+
+/// If this process was started as a supervisor, runs it and returns the exit code.
+/// Every hookrun binary calls this first thing.
+pub fn supervisor_entry() -> Option<i32> {
+    if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(SUPERVISOR_FLAG)) {
+        return None;
+    }
+    Some(run_supervisor())
+}
+
+fn close_inherited_descriptors() {
+    // SAFETY: close_range(2) on descriptors this process does not use yet.
+    unsafe {
+        nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
+/// Points descriptor `fd` (0, 1 or 2) at `file`.
+fn redirect(fd: i32, file: &File) {
+    // SAFETY: dup2 onto a standard descriptor; `file` stays open for the call.
+    unsafe {
+        nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(file), fd);
+    }
+}
+
+fn run_supervisor() -> i32 {
+    close_inherited_descriptors();
+    let mut input = Vec::new();
+    if std::io::stdin().lock().read_to_end(&mut input).is_err() {
+        return 70;
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        redirect(0, &null);
+    }
+    let split = input
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(input.len());
+    let spec: AsyncSpec = match serde_json::from_slice(&input[..split]) {
+        Ok(s) => s,
+        Err(_) => return 70,
+    };
+    let payload = input.get(split + 1..).unwrap_or_default().to_vec();
+    drop(input);
+
+    let log_dir = PathBuf::from(OsString::from_vec(spec.log_dir.clone()));
+    let job = spec.record.job.clone();
+    // The hook's output, and our own messages, go to its async log. Without one, keep
+    // going: the run record still says what happened.
+    if let Ok(log) = open_async_log(&log_dir, &job) {
+        redirect(1, &log);
+        redirect(2, &log);
+    }
+    crate::logging::init("hookrun", false);
+    Supervisor {
+        spec,
+        payload,
+        log_dir,
+    }
+    .run()
+}
+
+fn open_async_log(log_dir: &Path, job: &str) -> std::io::Result<File> {
+    let dir = async_dir(log_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&dir)?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(async_log_path(log_dir, job))
+}
+
+struct Supervisor {
+    spec: AsyncSpec,
+    payload: Vec<u8>,
+    log_dir: PathBuf,
+}
+
+impl Supervisor {
+    fn run(self) -> i32 {
+        let spec = &self.spec;
+        let rec = &spec.record;
+        let started = Instant::now();
+        let running = self.mark_running();
+        say(&format!(
+            "=== {} start run {} hook {} phase {}{} (supervisor pid {})",
+            crate::time::rfc3339(SystemTime::now()),
+            rec.run_id,
+            rec.hook,
+            rec.phase,
+            rec.object
+                .as_ref()
+                .map(|o| format!(" object {o}"))
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let mut signals = match crate::signals::SignalWatch::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot set up signal handling: {e}");
+                return 70;
+            }
+        };
+        let mut report = crate::dispatch::HookReport::new(
+            &rec.hook,
+            crate::header::Mode::Async,
+            crate::header::OnError::Warn,
+        );
+
+        let lock_dir = PathBuf::from(OsString::from_vec(spec.lock_dir.clone()));
+        let guard = match &spec.lock {
+            None => None,
+            Some(name) => match crate::lock::acquire(&lock_dir, name, &mut signals) {
+                crate::lock::LockWait::Acquired(g) => Some(g),
+                crate::lock::LockWait::Interrupted(sig) => {
+                    report.outcome = OutcomeKind::Skipped;
+                    report.signal = Some(sig);
+                    report.message = Some(format!(
+                        "skipped: signal {sig} arrived while waiting for lock {name}"
+                    ));
+                    None
+                }
+                crate::lock::LockWait::Failed(why) => {
+                    report.outcome = OutcomeKind::SpawnError;
+                    report.exit_code = Some(126);
+                    report.message = Some(why);
+                    None
+                }
+            },
+        };
+        let lock_ok = spec.lock.is_none() || guard.is_some();
+        let mut run_started = SystemTime::now();
+        if lock_ok {
+            run_started = SystemTime::now();
+            let job = spec
+                .mk_job_dir
+                .as_ref()
+                .and_then(|dir| crate::mkjob::start(Path::new(OsStr::from_bytes(dir)), &rec.job));
+            let args: Vec<OsString> = spec
+                .args
+                .iter()
+                .map(|a| OsString::from_vec(a.clone()))
+                .collect();
+            let env: Vec<(OsString, OsString)> = spec
+                .env
+                .iter()
+                .map(|(k, v)| (OsString::from_vec(k.clone()), OsString::from_vec(v.clone())))
+                .collect();
+            let program = PathBuf::from(OsString::from_vec(spec.program.clone()));
+            let timeout = spec.timeout_ms.map(Duration::from_millis);
+            let cmd = crate::process::SyncCommand {
+                program: &program,
+                args: &args,
+                env: &env,
+                stdin: spec.has_stdin.then_some(self.payload.as_slice()),
+                timeout,
+                kill_grace: Duration::from_millis(spec.kill_grace_ms),
+                output: crate::process::Output::Plain,
+            };
+            let result = crate::process::run_sync(&cmd, &mut signals);
+            report.duration = result.duration;
+            if result.pipe_held {
+                tracing::warn!(
+                    "a process the hook left behind still held its output open; stopped reading 1s after it exited"
+                );
+            }
+            let hook_path = PathBuf::from(OsString::from_vec(spec.hook_path.clone()));
+            crate::dispatch::apply_ending(&mut report, result.ending, &hook_path, timeout);
+            if let Some(job) = job {
+                job.finish(crate::dispatch::job_exit_code(&report), result.duration);
+            }
+        }
+        drop(guard);
+
+        let mut record = rec.clone();
+        record.time = crate::time::rfc3339(run_started);
+        record.outcome = report.outcome;
+        record.exit_code = report.exit_code;
+        record.signal = report.signal;
+        record.duration_ms = report.duration.as_millis() as u64;
+        let mut records = RecordLog::new(&self.log_dir);
+        records.append(&record);
+        say(&format!(
+            "=== {} end run {} hook {}: {}{} after {:.2}s{}",
+            crate::time::rfc3339(SystemTime::now()),
+            rec.run_id,
+            rec.hook,
+            report.outcome.as_str(),
+            report
+                .exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default(),
+            started.elapsed().as_secs_f64(),
+            report
+                .message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+        if let Some(path) = running {
+            let _ = std::fs::remove_file(path);
+        }
+        0
+    }
+
+    fn mark_running(&self) -> Option<PathBuf> {
+        let dir = running_dir(&self.log_dir);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&dir)
+            .ok()?;
+        let rec = &self.spec.record;
+        let path = dir.join(format!("{}.{}.json", rec.run_id, rec.job));
+        let mut record = rec.clone();
+        record.outcome = OutcomeKind::Running;
+        let entry = RunningEntry {
+            record,
+            supervisor_pid: std::process::id(),
+        };
+        let body = serde_json::to_vec(&entry).ok()?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&body))
+            .ok()?;
+        Some(path)
+    }
+}
+
+/// A start or end line in the async log (stdout is the log).
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Running async hooks whose supervisor is still alive; stale files (a supervisor
+/// killed with SIGKILL) are reported as such by the caller.
+pub fn running_entries(log_dir: &Path) -> Vec<(RunningEntry, bool)> {
+    let Ok(dir) = std::fs::read_dir(running_dir(log_dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in dir.flatten() {
+        let Ok(bytes) = std::fs::read(item.path()) else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_slice::<RunningEntry>(&bytes) else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{}", entry.supervisor_pid)).exists();
+        out.push((entry, alive));
+    }
+    out.sort_by(|a, b| a.0.record.time.cmp(&b.0.record.time));
+    out
+}
+
+pub(crate) fn os_bytes(s: &OsStr) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+pub(crate) fn path_bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
