@@ -35,6 +35,11 @@ const EXAMPLES: &[(&str, &str, u32)] = &[
         0o755,
     ),
     (
+        "60-offsite-copy",
+        include_str!("../../../examples/hooks.d/60-offsite-copy"),
+        0o755,
+    ),
+    (
         "90-summary",
         include_str!("../../../examples/hooks.d/90-summary"),
         0o755,
@@ -158,6 +163,7 @@ pub fn main(args: &DemoArgs) -> anyhow::Result<i32> {
         &[("DUMPDIR", demo.dump.as_os_str().to_owned())],
     )?;
 
+    demo.wait_for_async()?;
     println!(
         "Run records ({}):",
         demo.log_dir
@@ -165,6 +171,35 @@ pub fn main(args: &DemoArgs) -> anyhow::Result<i32> {
             .display()
     );
     print!("{}", records_table(&demo.log_dir)?);
+    println!();
+    let async_log =
+        hookrun_core::supervise::async_log_path(&demo.log_dir, "vzdump-60-offsite-copy-102");
+    println!(
+        "Async log of the offsite copy of guest 102 ({}):",
+        async_log.display()
+    );
+    for line in std::fs::read_to_string(&async_log)
+        .unwrap_or_default()
+        .lines()
+    {
+        println!("  {line}");
+    }
+    println!();
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "root".to_owned(), |u| u.name);
+    let job_file = demo
+        .mk_job_dir
+        .join(user)
+        .join("vzdump-60-offsite-copy-102");
+    println!("Checkmk job file {}:", job_file.display());
+    for line in std::fs::read_to_string(&job_file)
+        .unwrap_or_default()
+        .lines()
+    {
+        println!("  {line}");
+    }
     println!();
     if args.keep {
         let kept = tmp.keep();
@@ -194,6 +229,7 @@ struct Demo {
     config: PathBuf,
     dump: PathBuf,
     log_dir: PathBuf,
+    mk_job_dir: PathBuf,
 }
 
 impl Demo {
@@ -228,6 +264,8 @@ impl Demo {
             "lock_dir = {:?}",
             root.join("lock").display().to_string()
         );
+        let mk_job_dir = root.join("check_mk_agent/job");
+        let _ = writeln!(text, "mk_job_dir = {:?}", mk_job_dir.display().to_string());
         std::fs::write(&config, text)?;
         Ok(Demo {
             entry,
@@ -235,7 +273,37 @@ impl Demo {
             config,
             dump,
             log_dir,
+            mk_job_dir,
         })
+    }
+
+    /// Async hooks outlive the dispatcher; wait for them so their records show.
+    fn wait_for_async(&self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut said = false;
+        loop {
+            let running = hookrun_core::supervise::running_entries(&self.log_dir);
+            if running.iter().all(|(_, alive)| !alive) {
+                if said {
+                    println!();
+                }
+                return Ok(());
+            }
+            if !said {
+                println!(
+                    "vzdump is done; {} async hook(s) still running in the background, waiting for them ...",
+                    running.len()
+                );
+                said = true;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "async hooks did not finish within 60s; see {}",
+                    self.log_dir.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Calls the entry point like vzdump: argv, a cleared environment with only the
