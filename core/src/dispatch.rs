@@ -50,6 +50,8 @@ pub struct HookReport {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub duration: Duration,
+    /// When the hook itself started (after any lock wait); `None` if it never did.
+    pub started: Option<SystemTime>,
     /// Why it failed, in words, when it did.
     pub message: Option<String>,
 }
@@ -64,6 +66,7 @@ impl HookReport {
             exit_code: None,
             signal: None,
             duration: Duration::ZERO,
+            started: None,
             message: None,
         }
     }
@@ -250,7 +253,7 @@ impl<'a> Dispatcher<'a> {
 
             self.log_result(&report);
             self.records.append(&RunRecord {
-                time: crate::time::rfc3339(started),
+                time: crate::time::rfc3339(report.started.unwrap_or(started)),
                 run_id: self.run_id.clone(),
                 platform: req.platform.clone(),
                 phase: req.phase.clone(),
@@ -278,7 +281,15 @@ impl<'a> Dispatcher<'a> {
         }
 
         let exit_code = match (stopped_by, first_failure) {
-            (Some(sig), _) => 128 + sig,
+            (Some(sig), _) if req.may_fail => 128 + sig,
+            (Some(sig), _) => {
+                tracing::error!(
+                    "stopped by signal {sig} in phase {}, where a failure is not passed on to {}: exiting 0",
+                    req.phase,
+                    req.platform
+                );
+                0
+            }
             (None, Some(code)) if req.may_fail => code,
             (None, Some(code)) => {
                 tracing::error!(
@@ -451,6 +462,7 @@ impl<'a> Dispatcher<'a> {
             Output::Plain
         };
         let (program, args) = self.command_for(entry, job, header.mk_job);
+        report.started = Some(SystemTime::now());
         let mk_job = self
             .native_mk_job_dir(header.mk_job)
             .and_then(|dir| mkjob::start(dir, job));
@@ -464,7 +476,7 @@ impl<'a> Dispatcher<'a> {
             output,
         };
         let result = process::run_sync(&cmd, self.signals());
-        report.duration = started.elapsed();
+        report.duration = result.duration;
         if result.pipe_held {
             tracing::warn!(
                 "{}: a process it started in the background still holds its output open; stopped reading {}s after the hook exited (redirect the background process's output, e.g. >/dev/null 2>&1, or use '# mode: async')",

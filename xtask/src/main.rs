@@ -1,1 +1,253 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, written in Rust so that it needs nothing but a
+//! toolchain (see <https://github.com/matklad/cargo-xtask/>).
+//!
+//! The alias in `.cargo/config.toml` runs this binary; `cargo xtask help` lists the tasks.
+//! Arguments are parsed by hand to keep this crate quick to build: its only dependency is
+//! `anyhow`.
+
+// xtask is a terminal program: printing progress and help is its whole interface.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+/// Exit code for a usage error (unknown or unavailable task), as sysexits' EX_USAGE is
+/// too obscure for a developer tool and clap-style tools use 2.
+const EXIT_USAGE: u8 = 2;
+
+/// Every task, with a one-line description; `None` for tasks that are not written yet.
+const TASKS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "test",
+        Some("[CARGO-TEST-ARGS...]"),
+        "fmt check, clippy (-D warnings), build all binaries, then cargo test --workspace",
+    ),
+    ("package", None, "build the .deb packages"),
+    ("man", None, "generate man pages and shell completions"),
+    ("bench", None, "run the benchmarks"),
+    ("help", Some(""), "print this list"),
+];
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let task = args.next();
+    let rest: Vec<OsString> = args.collect();
+    let result = match task.as_deref().map(OsStr::to_string_lossy).as_deref() {
+        Some("test") => test(&rest),
+        Some("help" | "-h" | "--help") => {
+            print!("{}", usage());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(name)
+            if TASKS
+                .iter()
+                .any(|(t, ready, _)| *t == name && ready.is_none()) =>
+        {
+            eprintln!("xtask: '{name}' is not yet available in this version of hookrun\n");
+            eprint!("{}", usage());
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+        Some(name) => {
+            eprintln!("xtask: unknown task '{name}'\n");
+            eprint!("{}", usage());
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+        None => {
+            eprintln!("xtask: no task given\n");
+            eprint!("{}", usage());
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn usage() -> String {
+    let mut s = String::from("Usage: cargo xtask <TASK> [ARGS...]\n\nTasks:\n");
+    for (name, ready, what) in TASKS {
+        let line = match ready {
+            Some(args) => format!("{name} {args}"),
+            None => (*name).to_owned(),
+        };
+        let what = if ready.is_some() {
+            (*what).to_owned()
+        } else {
+            format!("{what} (not yet available)")
+        };
+        s.push_str(&format!("  {line:<28} {what}\n"));
+    }
+    s.push_str(
+        "\nExtra arguments after `test` go to `cargo test --workspace`, e.g. a test name filter:\n  cargo xtask test header -- --nocapture\n",
+    );
+    s
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo that runs us (`$CARGO`), so every step uses the same toolchain.
+fn cargo() -> OsString {
+    std::env::var_os("CARGO")
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "cargo".into())
+}
+
+/// One step of a task: a cargo invocation with a name and a hint for when it fails.
+struct Step {
+    name: &'static str,
+    args: Vec<OsString>,
+    hint: &'static str,
+}
+
+impl Step {
+    fn new(name: &'static str, args: &[&str], hint: &'static str) -> Step {
+        Step {
+            name,
+            args: args.iter().map(OsString::from).collect(),
+            hint,
+        }
+    }
+
+    fn shown(&self) -> String {
+        let mut s = String::from("cargo");
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+}
+
+fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
+    let root = project_root();
+    ensure_components(&root)?;
+
+    let mut cargo_test = Step::new(
+        "test",
+        &["test", "--workspace"],
+        "a test failed; its output is above (rerun one crate's tests with: cargo test -p <crate> <filter>)",
+    );
+    cargo_test.args.extend(extra.iter().cloned());
+    let steps = [
+        Step::new(
+            "fmt",
+            &["fmt", "--all", "--", "--check"],
+            "the code is not formatted; run `cargo fmt --all` and commit the result",
+        ),
+        Step::new(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            "clippy found warnings; fix them (the workspace lints are in Cargo.toml)",
+        ),
+        Step::new(
+            "build",
+            &["build", "--workspace", "--bins"],
+            "the binaries do not build; see the compiler errors above",
+        ),
+        cargo_test,
+    ];
+
+    let started = Instant::now();
+    let total = steps.len();
+    for (i, step) in steps.iter().enumerate() {
+        eprintln!(
+            "\n==> xtask test [{}/{total}] {}: {}",
+            i + 1,
+            step.name,
+            step.shown()
+        );
+        let step_started = Instant::now();
+        let status = Command::new(cargo())
+            .args(&step.args)
+            .current_dir(&root)
+            .status()
+            .with_context(|| format!("step '{}': cannot run {}", step.name, step.shown()))?;
+        if !status.success() {
+            let how = match status.code() {
+                Some(c) => format!("exited with {c}"),
+                None => "was killed by a signal".to_owned(),
+            };
+            eprintln!(
+                "\nxtask test: FAILED at step {}/{total} '{}': `{}` {how} after {}\nxtask test: {}",
+                i + 1,
+                step.name,
+                step.shown(),
+                elapsed(step_started.elapsed()),
+                step.hint
+            );
+            let code = status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(|&c| c != 0)
+                .unwrap_or(1);
+            return Ok(ExitCode::from(code));
+        }
+    }
+    eprintln!(
+        "\nxtask test: all {total} steps passed in {}",
+        elapsed(started.elapsed())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo fmt` and `cargo clippy` are rustup components that a minimal toolchain lacks;
+/// add them when either is missing.
+fn ensure_components(root: &Path) -> anyhow::Result<()> {
+    let works = |sub: &str| {
+        Command::new(cargo())
+            .args([sub, "--version"])
+            .current_dir(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works("fmt") && works("clippy") {
+        return Ok(());
+    }
+    eprintln!("==> xtask: rustfmt or clippy is missing: rustup component add rustfmt clippy");
+    let status = Command::new("rustup")
+        .args(["component", "add", "rustfmt", "clippy"])
+        .current_dir(root)
+        .status()
+        .context(
+            "rustfmt or clippy is missing and rustup cannot be run; install the rustfmt and clippy components of your Rust toolchain",
+        )?;
+    anyhow::ensure!(
+        status.success(),
+        "`rustup component add rustfmt clippy` failed ({status})"
+    );
+    anyhow::ensure!(
+        works("fmt") && works("clippy"),
+        "`cargo fmt --version` or `cargo clippy --version` still fails after `rustup component add rustfmt clippy`"
+    );
+    Ok(())
+}
+
+/// `12.3s` or `4m05s`.
+fn elapsed(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}

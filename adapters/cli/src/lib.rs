@@ -43,20 +43,39 @@ pub fn main_impl() -> i32 {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("hookrun: error: {e:#}");
-            e.downcast_ref::<Exit>().map_or(1, |x| x.0)
-        }
+        // An `Exit` carries its own complete message; other errors show their chain.
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(x) => {
+                eprintln!("hookrun: error: {}", x.message);
+                x.code
+            }
+            None => {
+                eprintln!("hookrun: error: {e:#}");
+                1
+            }
+        },
     }
 }
 
 /// An error that carries the exit code it should end the program with.
 #[derive(Debug)]
-pub struct Exit(pub i32);
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn error(code: i32, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Exit {
+            code,
+            message: message.into(),
+        })
+    }
+}
 
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}", self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -64,6 +83,5 @@ impl std::error::Error for Exit {}
 
 /// Loads the configuration or fails with exit 78 and the file:line message.
 pub(crate) fn load_config() -> anyhow::Result<hookrun_core::Config> {
-    hookrun_core::Config::load()
-        .map_err(|e| anyhow::Error::new(Exit(EXIT_CONFIG)).context(e.to_string()))
+    hookrun_core::Config::load().map_err(|e| Exit::error(EXIT_CONFIG, e.to_string()))
 }

@@ -39,9 +39,12 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         || name.starts_with('-')
     {
-        anyhow::bail!(
-            "platform name {name:?} must be lower-case letters, digits, '-' and '_' (e.g. backrest, borgmatic)"
-        );
+        return Err(crate::Exit::error(
+            crate::EXIT_USAGE,
+            format!(
+                "platform name {name:?} must be lower-case letters, digits, '-' and '_' (e.g. backrest, borgmatic)"
+            ),
+        ));
     }
     Ok(())
 }

@@ -50,7 +50,9 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
     };
     match hookrun_core::dispatch(&settings, &dir, &req) {
         Ok(report) => Ok(report.exit_code),
-        Err(e) => Err(anyhow::Error::new(crate::Exit(crate::EXIT_CONFIG))
-            .context(format!("{e}; no hooks were run"))),
+        Err(e) => Err(crate::Exit::error(
+            crate::EXIT_CONFIG,
+            format!("{e}; no hooks were run"),
+        )),
     }
 }

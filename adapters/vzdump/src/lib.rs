@@ -82,8 +82,8 @@ table of /etc/hookrun/hookrun.toml; /etc/hookrun/vzdump.d.
 Phases: job-init job-start job-end job-abort backup-start pre-stop pre-restart
         post-restart backup-end backup-abort log-end
 
-Called without a phase it does nothing and exits 0. See `hookrun list` and
-`hookrun lint` to check what would run, and man hookrun-vzdump for details.
+Called without a phase it does nothing and exits 0. Use `hookrun list --phase PHASE`
+to see what would run and `hookrun lint DIR` to check headers.
 ";
 
 /// The whole program; returns the exit code.
