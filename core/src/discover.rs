@@ -43,6 +43,8 @@ pub struct Candidate {
     pub executable: bool,
     /// The entry itself is a symlink (the target was read).
     pub symlink: bool,
+    /// Its header was implied by its name ([`apply_implicit`]).
+    pub implicit: bool,
     /// Metadata of the file the entry leads to.
     pub meta: std::fs::Metadata,
 }
@@ -117,6 +119,48 @@ impl Entry {
         match &self.state {
             EntryState::Candidate(c) => Some(c),
             _ => None,
+        }
+    }
+}
+
+/// Header-less files named `<prefix>…<suffix>` that run as sync hooks of the phase their
+/// name spells (the container convention: `/hooks/pre-backup.sh` is phase `pre-backup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImplicitHooks {
+    pub prefixes: &'static [&'static str],
+    pub suffix: &'static str,
+}
+
+impl ImplicitHooks {
+    /// The phase a file of this name stands for, if it follows the convention.
+    pub fn phase_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let phase = name.strip_suffix(self.suffix)?;
+        self.prefixes
+            .iter()
+            .any(|p| phase.len() > p.len() && phase.starts_with(p))
+            .then_some(phase)
+    }
+}
+
+/// Gives header-less files that follow `rule` the header they imply: `# mode: sync` and
+/// `# phases: <name without suffix>`. A file with a `# phases:` line keeps its own header.
+pub fn apply_implicit(entries: &mut [Entry], rule: &ImplicitHooks) {
+    for e in entries {
+        let Some(phase) = e
+            .name
+            .to_str()
+            .and_then(|n| rule.phase_of(n))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if let EntryState::Candidate(c) = &mut e.state
+            && c.header.phases.is_none()
+            && c.header.errors.is_empty()
+        {
+            c.header.phases = Some(crate::header::Phases::List(vec![phase]));
+            c.header.mode.get_or_insert(crate::header::Mode::Sync);
+            c.implicit = true;
         }
     }
 }
@@ -280,6 +324,7 @@ fn classify(
         header,
         executable: is_executable(&meta),
         symlink,
+        implicit: false,
         meta,
     }))
 }
@@ -424,6 +469,47 @@ mod tests {
         write(d.path(), "big", &body, 0o755);
         let entries = scan(d.path()).unwrap();
         assert_eq!(entries[0].verdict("x", None), Verdict::NoPhases);
+    }
+
+    #[test]
+    fn implicit_hooks_follow_the_container_convention() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "pre-backup.sh", "#!/bin/sh\necho pre\n", 0o755);
+        write(
+            d.path(),
+            "post-backup.sh",
+            "#!/bin/sh\n# phases: other\n",
+            0o755,
+        );
+        write(d.path(), "pre-.sh", "#!/bin/sh\n", 0o755);
+        write(d.path(), "helper.sh", "#!/bin/sh\n", 0o755);
+        let rule = ImplicitHooks {
+            prefixes: &["pre-", "post-"],
+            suffix: ".sh",
+        };
+        let mut entries = scan(d.path()).unwrap();
+        apply_implicit(&mut entries, &rule);
+        let v = |name: &str, phase: &str| {
+            entries
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap()
+                .verdict(phase, Some("backup"))
+        };
+        assert_eq!(v("pre-backup.sh", "pre-backup"), Verdict::Run);
+        assert_eq!(v("pre-backup.sh", "post-backup"), Verdict::OtherPhase);
+        let pre = entries
+            .iter()
+            .find(|e| e.name == "pre-backup.sh")
+            .unwrap()
+            .candidate()
+            .unwrap();
+        assert_eq!(pre.header.mode, Some(crate::header::Mode::Sync));
+        assert!(pre.implicit);
+        // A header of its own wins over the name.
+        assert_eq!(v("post-backup.sh", "post-backup"), Verdict::OtherPhase);
+        assert_eq!(v("pre-.sh", "pre-"), Verdict::NoPhases);
+        assert_eq!(v("helper.sh", "pre-backup"), Verdict::NoPhases);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Request {
     pub stdin: Option<Vec<u8>>,
     /// `on-error` for hooks whose header does not say.
     pub default_on_error: OnError,
+    /// Header-less files that are hooks by their name alone (the worker convention).
+    pub implicit: Option<discover::ImplicitHooks>,
     /// Whether this phase's exit code matters to the platform. When it does not (vzdump
     /// `pre-restart`, where a failure would leave the guest stopped), failures are logged
     /// and the dispatch exits 0.
@@ -135,7 +137,10 @@ pub fn dispatch(
     hooks_dir: &Path,
     req: &Request,
 ) -> Result<Report, DispatchError> {
-    let entries = discover::scan(hooks_dir)?;
+    let mut entries = discover::scan(hooks_dir)?;
+    if let Some(rule) = &req.implicit {
+        discover::apply_implicit(&mut entries, rule);
+    }
     Ok(Dispatcher::new(settings, hooks_dir, req).run(&entries))
 }
 

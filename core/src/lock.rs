@@ -51,6 +51,19 @@ pub fn open_lock_file(lock_dir: &Path, name: &str) -> Result<File, String> {
         .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))
 }
 
+/// Takes the lock if it is free; `Ok(None)` when someone else holds it.
+pub fn try_acquire(lock_dir: &Path, name: &str) -> Result<Option<LockGuard>, String> {
+    let file = open_lock_file(lock_dir, name)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(LockGuard { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(format!(
+            "cannot lock {}/{name}.lock: {e}",
+            lock_dir.display()
+        )),
+    }
+}
+
 /// Waits for the lock, watching `signals` for a request to stop.
 pub fn acquire(lock_dir: &Path, name: &str, signals: &mut SignalWatch) -> LockWait {
     let file = match open_lock_file(lock_dir, name) {
@@ -71,7 +84,7 @@ pub fn acquire(lock_dir: &Path, name: &str, signals: &mut SignalWatch) -> LockWa
             }
         }
         if !waited {
-            tracing::info!("waiting for lock {name} (another hook holds it)");
+            tracing::info!("waiting for lock {name} (another run holds it)");
             waited = true;
         }
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];

@@ -24,6 +24,7 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 struct Plain {
     program: &'static str,
+    timestamps: bool,
 }
 
 impl<S, N> FormatEvent<S, N> for Plain
@@ -43,6 +44,9 @@ where
             Level::DEBUG | Level::TRACE => "debug: ",
             Level::INFO => "",
         };
+        if self.timestamps {
+            write!(w, "{} ", crate::time::rfc3339(std::time::SystemTime::now()))?;
+        }
         write!(w, "{}: {level}", self.program)?;
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
@@ -127,6 +131,12 @@ fn journal(identifier: &'static str) -> Option<Journal> {
 /// Installs the stderr logger. `HOOKRUN_LOG=debug|info|warn|error` changes the level
 /// (default info); `quiet` lowers it to warnings, for commands whose stdout is the point.
 pub fn init(program: &'static str, quiet: bool) {
+    init_with(program, quiet, false);
+}
+
+/// Like [`init`]; `timestamps` starts each line with the time, for container logs that
+/// have none of their own.
+pub fn init_with(program: &'static str, quiet: bool, timestamps: bool) {
     let level = match std::env::var("HOOKRUN_LOG").as_deref() {
         Ok("trace") => Level::TRACE,
         Ok("debug") => Level::DEBUG,
@@ -139,7 +149,10 @@ pub fn init(program: &'static str, quiet: bool) {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .event_format(Plain { program });
+        .event_format(Plain {
+            program,
+            timestamps,
+        });
     let _ = tracing_subscriber::registry()
         .with(stderr.with_filter(LevelFilter::from_level(level)))
         .with(journal(program).map(|j| j.with_filter(LevelFilter::from_level(level))))

@@ -76,6 +76,8 @@ pub enum Output<'a> {
     Plain,
     /// stdout kept (libvirt filters), stderr relayed unchanged.
     CaptureStdout,
+    /// stdin, stdout and stderr are the dispatcher's own (a worker's main command).
+    Inherit,
 }
 
 #[derive(Debug)]
@@ -118,6 +120,12 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Output::Inherit = cmd.output {
+        command
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+    }
     let child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -403,7 +411,7 @@ impl<'a> Supervisor<'a> {
                         self.captured.extend_from_slice(&chunk);
                     }
                 }
-                Output::Plain => write_all(&mut std::io::stdout().lock(), &chunk),
+                Output::Plain | Output::Inherit => write_all(&mut std::io::stdout().lock(), &chunk),
                 Output::Prefixed(name) => relay_lines(
                     &mut self.stdout.lines,
                     &chunk,

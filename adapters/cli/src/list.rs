@@ -20,7 +20,10 @@ pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
         Some(d) => d.clone(),
         None => hookrun_core::resolve_hooks_dir(&settings, None, &platform.default_hooks_dir),
     };
-    let entries = discover::scan(&dir)?;
+    let mut entries = discover::scan(&dir)?;
+    if let Some(rule) = &platform.implicit {
+        discover::apply_implicit(&mut entries, rule);
+    }
     let text = match &args.phase {
         Some(phase) => plan(
             &settings,
@@ -28,7 +31,7 @@ pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
             &entries,
             phase,
             args.object.as_deref(),
-            platform.default_on_error,
+            (platform.default_on_error)(phase),
         ),
         None => inventory(&settings, &dir, &entries, &args.platform),
     };

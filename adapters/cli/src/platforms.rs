@@ -9,8 +9,10 @@ pub struct Platform {
     /// The complete phase list, when the platform has a fixed one.
     pub phases: Option<&'static [&'static str]>,
     pub default_hooks_dir: PathBuf,
-    /// Whether the hooks directory may be `hooks.d` beside the entry point.
-    pub default_on_error: OnError,
+    /// `on-error` for hooks that do not say; per phase where the platform distinguishes.
+    pub default_on_error: fn(&str) -> OnError,
+    /// Header-less files that are hooks by name (the worker convention).
+    pub implicit: Option<hookrun_core::discover::ImplicitHooks>,
 }
 
 pub fn platform(name: &str) -> Platform {
@@ -19,13 +21,35 @@ pub fn platform(name: &str) -> Platform {
             name: name.to_owned(),
             phases: Some(hookrun_vzdump::PHASES),
             default_hooks_dir: PathBuf::from(hookrun_vzdump::DEFAULT_HOOKS_DIR),
-            default_on_error: OnError::Fail,
+            default_on_error: |_| OnError::Fail,
+            implicit: None,
+        },
+        hookrun_pve_guest::PLATFORM => Platform {
+            name: name.to_owned(),
+            phases: Some(hookrun_pve_guest::PHASES),
+            default_hooks_dir: PathBuf::from(hookrun_pve_guest::DEFAULT_HOOKS_DIR),
+            default_on_error: hookrun_pve_guest::default_on_error,
+            implicit: None,
+        },
+        hookrun_worker::PLATFORM => Platform {
+            name: name.to_owned(),
+            phases: None,
+            default_hooks_dir: PathBuf::from(
+                if std::path::Path::new(hookrun_worker::CONTAINER_HOOKS_DIR).is_dir() {
+                    hookrun_worker::CONTAINER_HOOKS_DIR
+                } else {
+                    hookrun_worker::DEFAULT_HOOKS_DIR
+                },
+            ),
+            default_on_error: |_| OnError::Warn,
+            implicit: Some(hookrun_worker::IMPLICIT),
         },
         _ => Platform {
             name: name.to_owned(),
             phases: None,
             default_hooks_dir: PathBuf::from(format!("/etc/hookrun/{name}.d")),
-            default_on_error: OnError::Fail,
+            default_on_error: |_| OnError::Fail,
+            implicit: None,
         },
     }
 }

@@ -47,6 +47,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
         stdin: None,
         default_on_error,
         may_fail: true,
+        implicit: platform.implicit,
     };
     match hookrun_core::dispatch(&settings, &dir, &req) {
         Ok(report) => Ok(report.exit_code),

@@ -1,13 +1,186 @@
-//! hookrun adapter for Proxmox VE guest hookscripts.
+//! How Proxmox VE calls a guest hookscript (`PVE::GuestHelpers::exec_hookscript`), and
+//! what each phase's exit code means (`../shared/reference/proxmox.md` §2).
 //!
-//! Not built yet: this adapter arrives with its own issue. Until then the binary refuses
-//! to run rather than guessing at the platform's calling convention.
+//! - argv: `vmid phase` — the opposite order to vzdump; the object is the vmid;
+//! - environment: inherited as Proxmox leaves it (plus `LC_ALL=C`, and
+//!   `PVE_MIGRATED_FROM` in QEMU's `pre-start`, empty unless this is a migration target);
+//! - stdin: EOF; stdout and stderr go to the task log;
+//! - only `pre-start` is called with `stop_on_error`: a failure there aborts the start.
+//!   For the other phases Proxmox only warns, so hookrun reports failures and exits 0.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use hookrun_core::{Config, OnError, Request};
 
 pub const PLATFORM: &str = "pve-guest";
+pub const DEFAULT_HOOKS_DIR: &str = "/etc/hookrun/pve-guest.d";
+
+/// Every phase Proxmox calls a guest hookscript with.
+pub const PHASES: &[&str] = &["pre-start", "post-start", "pre-stop", "post-stop"];
+
+/// Only a failing `pre-start` stops anything (the guest does not start).
+pub fn may_fail(phase: &str) -> bool {
+    phase == "pre-start"
+}
+
+pub fn default_on_error(phase: &str) -> OnError {
+    if may_fail(phase) {
+        OnError::Fail
+    } else {
+        OnError::Warn
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ArgvError {
+    Missing,
+    Extra(usize),
+}
+
+/// The request for Proxmox's argv (without argv[0]).
+pub fn request(args: Vec<OsString>) -> Result<Request, ArgvError> {
+    match args.len() {
+        0 | 1 => return Err(ArgvError::Missing),
+        2 => {}
+        n => return Err(ArgvError::Extra(n)),
+    }
+    let vmid = args[0].to_string_lossy().into_owned();
+    let phase = args[1].to_string_lossy().into_owned();
+    if vmid.is_empty() || phase.is_empty() {
+        return Err(ArgvError::Missing);
+    }
+    Ok(Request {
+        platform: PLATFORM.to_owned(),
+        default_on_error: default_on_error(&phase),
+        may_fail: may_fail(&phase),
+        phase,
+        object: Some(vmid),
+        args,
+        env: Vec::new(),
+        stdin: None,
+        implicit: None,
+    })
+}
+
+const HELP: &str = "\
+hookrun-pve-guest - run a directory of hooks as a Proxmox VE guest hookscript
+
+Usage: hookrun-pve-guest VMID PHASE
+
+Proxmox calls a guest's hookscript with the guest's VMID and one of the phases
+pre-start, post-start, pre-stop, post-stop. Every executable hook in the hooks
+directory whose header asks for the phase (and, with '# objects:', for the VMID) runs,
+in file-name order, with the same two arguments. Only pre-start can stop anything: a
+failing hook there (on-error fail or abort, the default for pre-start) makes Proxmox
+refuse to start the guest. Failures in the other phases are reported and exit 0.
+
+Wiring: the hookscript must be a snippet on a storage with the 'snippets' content type:
+    ln -s /usr/bin/hookrun-pve-guest /var/lib/vz/snippets/hookrun
+    qm set 100 --hookscript local:snippets/hookrun     (pct set for containers)
+
+Hooks directory, first that applies: $HOOKRUN_HOOKS_DIR; hooks.d beside the snippet
+(e.g. /var/lib/vz/snippets/hooks.d); hooks_dir in the [pve-guest] table of
+/etc/hookrun/hookrun.toml; /etc/hookrun/pve-guest.d.
+";
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
+    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
+        return code;
+    }
+    let mut argv = std::env::args_os();
+    let invoked = argv.next().map(std::path::PathBuf::from);
+    let args: Vec<OsString> = argv.collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("--help" | "-h") => {
+            print_out(HELP);
+            return 0;
+        }
+        Some("--version" | "-V") => {
+            print_out(&format!(
+                "hookrun-pve-guest {}\n",
+                env!("CARGO_PKG_VERSION")
+            ));
+            return 0;
+        }
+        _ => {}
+    }
     hookrun_core::logging::init("hookrun", false);
-    tracing::error!("hookrun-pve-guest is not implemented in this build; no hooks were run");
-    70
+    let req = match request(args) {
+        Ok(r) => r,
+        Err(e) => {
+            let what = match e {
+                ArgvError::Missing => "expected two arguments, VMID and PHASE".to_string(),
+                ArgvError::Extra(n) => format!("expected two arguments, VMID and PHASE, got {n}"),
+            };
+            tracing::error!(
+                "{what} (Proxmox calls it as: hookrun-pve-guest 100 pre-start); see --help"
+            );
+            return 2;
+        }
+    };
+    let fail = |code: i32| if req.may_fail { code } else { 0 };
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}; no hooks were run (fix the configuration file)");
+            return fail(78);
+        }
+    };
+    let settings = config.settings_for(PLATFORM);
+    let dir = hookrun_core::resolve_hooks_dir(
+        &settings,
+        invoked.as_deref(),
+        Path::new(DEFAULT_HOOKS_DIR),
+    );
+    match hookrun_core::dispatch(&settings, &dir, &req) {
+        Ok(report) => report.exit_code,
+        Err(e) => {
+            tracing::error!("{e}; no hooks were run");
+            fail(78)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_out(s: &str) {
+    print!("{s}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn argv_is_vmid_then_phase() {
+        let r = request(os(&["101", "pre-start"])).unwrap();
+        assert_eq!(
+            (r.phase.as_str(), r.object.as_deref()),
+            ("pre-start", Some("101"))
+        );
+        assert_eq!(r.args, os(&["101", "pre-start"]));
+        assert!(r.may_fail);
+        assert_eq!(r.default_on_error, OnError::Fail);
+        for phase in ["post-start", "pre-stop", "post-stop", "some-future-phase"] {
+            let r = request(os(&["101", phase])).unwrap();
+            assert!(!r.may_fail, "{phase}");
+            assert_eq!(r.default_on_error, OnError::Warn, "{phase}");
+        }
+    }
+
+    #[test]
+    fn garbage_argv() {
+        assert_eq!(request(os(&[])).unwrap_err(), ArgvError::Missing);
+        assert_eq!(request(os(&["101"])).unwrap_err(), ArgvError::Missing);
+        assert_eq!(request(os(&["101", ""])).unwrap_err(), ArgvError::Missing);
+        assert_eq!(
+            request(os(&["101", "pre-start", "x"])).unwrap_err(),
+            ArgvError::Extra(3)
+        );
+    }
 }

@@ -61,6 +61,7 @@ pub fn request(args: Vec<OsString>) -> Option<Request> {
         env: Vec::new(),
         stdin: None,
         default_on_error: OnError::Fail,
+        implicit: None,
     })
 }
 
