@@ -390,7 +390,6 @@ impl<'a> Dispatcher<'a> {
                 .iter()
                 .map(|(k, v)| (os_bytes(k), os_bytes(v)))
                 .collect(),
-            hook_path: path_bytes(&entry.path),
             timeout_ms: header
                 .timeout
                 .or(self.settings.default_timeout)
@@ -489,7 +488,7 @@ impl<'a> Dispatcher<'a> {
                 process::PIPE_GRACE.as_secs()
             );
         }
-        apply_ending(report, result.ending, &entry.path, timeout);
+        apply_ending(report, result.ending, &program, timeout);
         if let Some(j) = mk_job {
             j.finish(job_exit_code(report), result.duration);
         }

@@ -228,8 +228,12 @@ impl<'a> Supervisor<'a> {
                 // from then, not from the leader's exit.
                 let exited = self.kill_sent.map_or(exited, |k| k.max(exited));
                 let pipes_open = self.stdout.pipe.is_some() || self.stderr.pipe.is_some();
-                let group_lingers =
-                    self.term_sent.is_some() && self.kill_sent.is_none() && self.group_alive();
+                // A group we are terminating is waited for until it is gone: through the
+                // grace period, and after SIGKILL until the kernel has really ended it
+                // (bounded by KILL_WAIT for processes stuck in the kernel).
+                let group_lingers = self.term_sent.is_some()
+                    && self.kill_sent.is_none_or(|k| now < k + KILL_WAIT)
+                    && self.group_alive();
                 if !pipes_open && !group_lingers {
                     break;
                 }

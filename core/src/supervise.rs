@@ -39,7 +39,6 @@ pub struct AsyncSpec {
     pub args: Vec<Vec<u8>>,
     /// Added to the inherited environment.
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
-    pub hook_path: Vec<u8>,
     pub timeout_ms: Option<u64>,
     pub kill_grace_ms: u64,
     pub lock: Option<String>,
@@ -272,8 +271,7 @@ impl Supervisor {
                     "a process the hook left behind still held its output open; stopped reading 1s after it exited"
                 );
             }
-            let hook_path = PathBuf::from(OsString::from_vec(spec.hook_path.clone()));
-            crate::dispatch::apply_ending(&mut report, result.ending, &hook_path, timeout);
+            crate::dispatch::apply_ending(&mut report, result.ending, &program, timeout);
             if let Some(job) = job {
                 job.finish(crate::dispatch::job_exit_code(&report), result.duration);
             }
