@@ -137,10 +137,12 @@ pub fn dispatch(
     hooks_dir: &Path,
     req: &Request,
 ) -> Result<Report, DispatchError> {
-    let mut entries = discover::scan(hooks_dir)?;
-    if let Some(rule) = &req.implicit {
-        discover::apply_implicit(&mut entries, rule);
-    }
+    let focus = discover::Focus {
+        phase: &req.phase,
+        object: req.object.as_deref(),
+        implicit: req.implicit.as_ref(),
+    };
+    let entries = discover::scan_for(hooks_dir, &focus)?;
     Ok(Dispatcher::new(settings, hooks_dir, req).run(&entries))
 }
 

@@ -19,9 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -84,22 +82,86 @@ pub fn launch(spec: &AsyncSpec, stdin: Option<&[u8]>) -> std::io::Result<u32> {
         file.write_all(payload)?;
     }
     file.rewind()?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(format!("hookrun-async {}", spec.record.job))
-        .arg(SUPERVISOR_FLAG)
-        .stdin(Stdio::from(file))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
+    spawn_detached(&spec.record.job, &file)
+}
+
+/// `posix_spawn` of our own binary as a supervisor: in a new session (`setsid` done by
+/// the spawn itself), stdin from `input`, stdout and stderr on `/dev/null`. glibc's
+/// `posix_spawn` takes the cheap `vfork` path, which matters when a phase starts many
+/// async hooks; `std::process::Command` would have to `fork` for the `setsid`.
+fn spawn_detached(job: &str, input: &File) -> std::io::Result<u32> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let c = |b: &[u8]| {
+        CString::new(b)
+            .map_err(|_| std::io::Error::other("NUL byte in an argument or the environment"))
+    };
+    let exe = c(b"/proc/self/exe")?;
+    let argv = [
+        c(format!("hookrun-async {job}").as_bytes())?,
+        c(SUPERVISOR_FLAG.as_bytes())?,
+    ];
+    let envp: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            c(&kv)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut argv_p: Vec<*mut nix::libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_p.push(std::ptr::null_mut());
+    let mut envp_p: Vec<*mut nix::libc::c_char> =
+        envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    envp_p.push(std::ptr::null_mut());
+    let dev_null = c(b"/dev/null")?;
+    let mut pid: nix::libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and
+    // destroyed after; every pointer handed to posix_spawn outlives the call.
+    let rc = unsafe {
+        use nix::libc;
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        libc::posix_spawnattr_init(&raw mut attr);
+        libc::posix_spawn_file_actions_init(&raw mut actions);
+        // Ignored signals survive exec; the supervisor starts with SIGPIPE at default.
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut defaults);
+        libc::sigaddset(&raw mut defaults, libc::SIGPIPE);
+        libc::posix_spawnattr_setsigdefault(&raw mut attr, &raw const defaults);
+        libc::posix_spawnattr_setflags(
+            &raw mut attr,
+            libc::POSIX_SPAWN_SETSID as libc::c_short
+                | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short,
+        );
+        libc::posix_spawn_file_actions_adddup2(&raw mut actions, input.as_raw_fd(), 0);
+        libc::posix_spawn_file_actions_addopen(
+            &raw mut actions,
+            1,
+            dev_null.as_ptr(),
+            libc::O_WRONLY,
+            0,
+        );
+        libc::posix_spawn_file_actions_adddup2(&raw mut actions, 1, 2);
+        let rc = libc::posix_spawn(
+            &raw mut pid,
+            exe.as_ptr(),
+            &raw const actions,
+            &raw const attr,
+            argv_p.as_ptr(),
+            envp_p.as_ptr(),
+        );
+        libc::posix_spawn_file_actions_destroy(&raw mut actions);
+        libc::posix_spawnattr_destroy(&raw mut attr);
+        rc
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
     }
-    let child = cmd.spawn()?;
-    Ok(child.id())
+    Ok(pid as u32)
 }
 
 /// If this process was started as a supervisor, runs it and returns the exit code.

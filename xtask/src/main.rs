@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+mod bench;
+
 /// Exit code for a usage error (unknown or unavailable task), as sysexits' EX_USAGE is
 /// too obscure for a developer tool and clap-style tools use 2.
 const EXIT_USAGE: u8 = 2;
@@ -28,7 +30,11 @@ const TASKS: &[(&str, Option<&str>, &str)] = &[
     ),
     ("package", None, "build the .deb packages"),
     ("man", None, "generate man pages and shell completions"),
-    ("bench", None, "run the benchmarks"),
+    (
+        "bench",
+        Some("[--quick]"),
+        "dispatch overhead against its floors and the seed; writes target/bench/latest.json",
+    ),
     ("help", Some(""), "print this list"),
 ];
 
@@ -38,6 +44,19 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
     let result = match task.as_deref().map(OsStr::to_string_lossy).as_deref() {
         Some("test") => test(&rest),
+        Some("bench") => match rest
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [] => bench::run(&project_root(), &target_dir(), false),
+            [q] if q == "--quick" => bench::run(&project_root(), &target_dir(), true),
+            _ => {
+                eprintln!("xtask: bench takes only --quick\n");
+                Ok(ExitCode::from(EXIT_USAGE))
+            }
+        },
         Some("help" | "-h" | "--help") => {
             print!("{}", usage());
             Ok(ExitCode::SUCCESS)
@@ -94,6 +113,15 @@ fn project_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// Where cargo puts its output: `CARGO_TARGET_DIR`, or `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => project_root().join(d),
+        None => project_root().join("target"),
+    }
 }
 
 /// The cargo that runs us (`$CARGO`), so every step uses the same toolchain.
