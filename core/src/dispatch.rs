@@ -34,6 +34,10 @@ pub struct Request {
     pub stdin: Option<Vec<u8>>,
     /// `on-error` for hooks whose header does not say.
     pub default_on_error: OnError,
+    /// A filter phase (libvirt `migrate`, `restore`): each sync hook's non-empty stdout
+    /// becomes the next hook's stdin, and the result is [`Report::filtered`]. Output is
+    /// not prefixed.
+    pub filter: bool,
     /// Header-less files that are hooks by their name alone (the worker convention).
     pub implicit: Option<discover::ImplicitHooks>,
     /// Whether this phase's exit code matters to the platform. When it does not (vzdump
@@ -89,6 +93,8 @@ pub struct Report {
     pub exit_code: i32,
     /// The terminating signal that stopped the dispatch.
     pub stopped_by: Option<i32>,
+    /// For a filter phase: the input as the hooks changed it, when one did.
+    pub filtered: Option<Vec<u8>>,
 }
 
 /// Picks the hooks directory (DESIGN §3): `HOOKRUN_HOOKS_DIR`; `hooks.d` beside the
@@ -156,6 +162,10 @@ struct Dispatcher<'a> {
     euid: u32,
     /// `None` until checked; the directory is checked once, and only if a hook runs.
     dir_refusal: Option<Option<String>>,
+    /// A filter's current input, once a hook has replaced the original.
+    filtered: Option<Vec<u8>>,
+    /// A hook of this dispatch has failed (a filter then feeds the original input on).
+    any_failed: bool,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -169,6 +179,8 @@ impl<'a> Dispatcher<'a> {
             signals: None,
             euid: nix::unistd::geteuid().as_raw(),
             dir_refusal: None,
+            filtered: None,
+            any_failed: false,
         }
     }
 
@@ -274,6 +286,7 @@ impl<'a> Dispatcher<'a> {
                 job,
             });
             if report.failed() {
+                self.any_failed = true;
                 if on_error != OnError::Warn && first_failure.is_none() {
                     first_failure = Some(failure_exit_code(&report));
                 }
@@ -313,6 +326,7 @@ impl<'a> Dispatcher<'a> {
             hooks,
             exit_code,
             stopped_by,
+            filtered: self.filtered,
         }
     }
 
@@ -401,7 +415,7 @@ impl<'a> Dispatcher<'a> {
             lock_dir: path_bytes(&self.settings.lock_dir),
             log_dir: path_bytes(&self.settings.log_dir),
             mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
-            has_stdin: req.stdin.is_some(),
+            has_stdin: self.input().is_some(),
             record: RunRecord {
                 time: crate::time::rfc3339(started),
                 run_id: self.run_id.clone(),
@@ -417,7 +431,7 @@ impl<'a> Dispatcher<'a> {
                 job: job.to_owned(),
             },
         };
-        match supervise::launch(&spec, req.stdin.as_deref()) {
+        match supervise::launch(&spec, self.input()) {
             Ok(pid) => {
                 report.outcome = OutcomeKind::Running;
                 tracing::info!(
@@ -462,7 +476,9 @@ impl<'a> Dispatcher<'a> {
         };
         let env = self.env_for(entry, job);
         let timeout = header_timeout.or(self.settings.default_timeout);
-        let output = if self.settings.prefix_output {
+        let output = if self.req.filter {
+            Output::CaptureStdout
+        } else if self.settings.prefix_output {
             Output::Prefixed(&report.name)
         } else {
             Output::Plain
@@ -472,16 +488,20 @@ impl<'a> Dispatcher<'a> {
         let mk_job = self
             .native_mk_job_dir(header.mk_job)
             .and_then(|dir| mkjob::start(dir, job));
+        // The watch is taken out for the run: `cmd` borrows this dispatcher's input.
+        self.signals();
+        let mut signals = self.signals.take().expect("installed just above");
         let cmd = SyncCommand {
             program: &program,
             args: &args,
             env: &env,
-            stdin: self.req.stdin.as_deref(),
+            stdin: self.input(),
             timeout,
             kill_grace: self.settings.kill_grace,
             output,
         };
-        let result = process::run_sync(&cmd, self.signals());
+        let result = process::run_sync(&cmd, &mut signals);
+        self.signals = Some(signals);
         report.duration = result.duration;
         if result.pipe_held {
             tracing::warn!(
@@ -491,8 +511,33 @@ impl<'a> Dispatcher<'a> {
             );
         }
         apply_ending(report, result.ending, &program, timeout);
+        if self.req.filter {
+            if result.capture_overflow {
+                report.outcome = OutcomeKind::Failed;
+                report.exit_code.get_or_insert(1);
+                report.message = Some(format!(
+                    "its output is larger than {} MiB, the most a filter may return",
+                    process::MAX_CAPTURE >> 20
+                ));
+            } else if report.outcome == OutcomeKind::Ok
+                && !self.any_failed
+                && !result.captured.is_empty()
+            {
+                self.filtered = Some(result.captured);
+            }
+        }
         if let Some(j) = mk_job {
             j.finish(job_exit_code(report), result.duration);
+        }
+    }
+
+    /// What the next hook gets on stdin: the platform's payload, or in a filter the
+    /// latest replacement — unless a hook has failed, after which libvirt's rule is that
+    /// later hooks get the original input again.
+    fn input(&self) -> Option<&[u8]> {
+        match &self.filtered {
+            Some(f) if !self.any_failed => Some(f),
+            _ => self.req.stdin.as_deref(),
         }
     }
 

@@ -122,7 +122,47 @@ fn lint_entry(
             &format!("not executable, so it never runs: chmod +x {shown}"),
         );
     }
+    if let Some((platform, _)) = known
+        && platform.starts_with("libvirt-")
+        && cand.header.mode == Some(hookrun_core::Mode::Sync)
+        && let Some(line) = calls_libvirt(&entry.path)
+    {
+        tally.report(
+            &format!("{shown}:{line}"),
+            Severity::Warning,
+            "a sync libvirt hook calls back into libvirt (virsh): libvirt waits for this hook while it holds the domain's lock, so this deadlocks; use the XML on stdin, or make the hook '# mode: async'",
+        );
+    }
     if strict && let Err(why) = hookrun_core::perms::check_entry(entry, euid) {
         tally.report(&shown, Severity::Error, &format!("would be refused: {why}"));
     }
+}
+
+/// The first line (1-based) of a script that runs `virsh` or another libvirt client,
+/// ignoring comment lines. Reads at most 1 MiB.
+fn calls_libvirt(path: &std::path::Path) -> Option<usize> {
+    use std::io::Read as _;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines().enumerate().skip(1).find_map(|(i, line)| {
+        let code = line.trim_start();
+        if code.starts_with('#') {
+            return None;
+        }
+        let words = code.split(|c: char| {
+            !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '/' || c == '.')
+        });
+        words
+            .map(|w| w.rsplit('/').next().unwrap_or(w))
+            .any(|w| {
+                matches!(w, "virsh" | "virt-xml" | "virt-install" | "virt-clone")
+                    || w == "libvirt" && code.contains("import")
+            })
+            .then_some(i + 1)
+    })
 }

@@ -10,7 +10,7 @@ pub struct Platform {
     pub phases: Option<&'static [&'static str]>,
     pub default_hooks_dir: PathBuf,
     /// `on-error` for hooks that do not say; per phase where the platform distinguishes.
-    pub default_on_error: fn(&str) -> OnError,
+    pub default_on_error: Box<dyn Fn(&str) -> OnError>,
     /// Header-less files that are hooks by name (the worker convention).
     pub implicit: Option<hookrun_core::discover::ImplicitHooks>,
 }
@@ -21,14 +21,14 @@ pub fn platform(name: &str) -> Platform {
             name: name.to_owned(),
             phases: Some(hookrun_vzdump::PHASES),
             default_hooks_dir: PathBuf::from(hookrun_vzdump::DEFAULT_HOOKS_DIR),
-            default_on_error: |_| OnError::Fail,
+            default_on_error: Box::new(|_| OnError::Fail),
             implicit: None,
         },
         hookrun_pve_guest::PLATFORM => Platform {
             name: name.to_owned(),
             phases: Some(hookrun_pve_guest::PHASES),
             default_hooks_dir: PathBuf::from(hookrun_pve_guest::DEFAULT_HOOKS_DIR),
-            default_on_error: hookrun_pve_guest::default_on_error,
+            default_on_error: Box::new(hookrun_pve_guest::default_on_error),
             implicit: None,
         },
         hookrun_worker::PLATFORM => Platform {
@@ -41,14 +41,29 @@ pub fn platform(name: &str) -> Platform {
                     hookrun_worker::DEFAULT_HOOKS_DIR
                 },
             ),
-            default_on_error: |_| OnError::Warn,
+            default_on_error: Box::new(|_| OnError::Warn),
             implicit: Some(hookrun_worker::IMPLICIT),
         },
+        _ if name
+            .strip_prefix("libvirt-")
+            .is_some_and(|d| hookrun_libvirt::DRIVERS.contains(&d)) =>
+        {
+            let driver = name.trim_start_matches("libvirt-").to_owned();
+            Platform {
+                name: name.to_owned(),
+                phases: Some(hookrun_libvirt::phases(&driver)),
+                default_hooks_dir: PathBuf::from(format!("/etc/hookrun/{name}.d")),
+                default_on_error: Box::new(move |op| {
+                    hookrun_libvirt::default_on_error(&driver, op)
+                }),
+                implicit: None,
+            }
+        }
         _ => Platform {
             name: name.to_owned(),
             phases: None,
             default_hooks_dir: PathBuf::from(format!("/etc/hookrun/{name}.d")),
-            default_on_error: |_| OnError::Fail,
+            default_on_error: Box::new(|_| OnError::Fail),
             implicit: None,
         },
     }

@@ -48,6 +48,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
         default_on_error,
         may_fail: true,
         implicit: platform.implicit,
+        filter: false,
     };
     match hookrun_core::dispatch(&settings, &dir, &req) {
         Ok(report) => Ok(report.exit_code),

@@ -60,6 +60,7 @@ pub fn request(args: Vec<OsString>) -> Result<Request, ArgvError> {
         env: Vec::new(),
         stdin: None,
         implicit: None,
+        filter: false,
     })
 }
 

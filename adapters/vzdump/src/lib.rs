@@ -62,6 +62,7 @@ pub fn request(args: Vec<OsString>) -> Option<Request> {
         stdin: None,
         default_on_error: OnError::Fail,
         implicit: None,
+        filter: false,
     })
 }
 
