@@ -112,6 +112,7 @@ pub fn request(
         default_on_error: OnError::Warn,
         may_fail: true,
         implicit: Some(IMPLICIT),
+        filter: false,
     }
 }
 
