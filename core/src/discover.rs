@@ -144,7 +144,9 @@ impl ImplicitHooks {
 }
 
 /// Gives header-less files that follow `rule` the header they imply: `# mode: sync` and
-/// `# phases: <name without suffix>`. A file with a `# phases:` line keeps its own header.
+/// `# phases: <name without suffix>`. A file with a `# phases:` line keeps its own header;
+/// one whose other header lines are invalid still gets the phase, so that its errors are
+/// reported (and it is refused) where it would have run.
 pub fn apply_implicit(entries: &mut [Entry], rule: &ImplicitHooks) {
     for e in entries {
         let Some(phase) = e
@@ -157,7 +159,6 @@ pub fn apply_implicit(entries: &mut [Entry], rule: &ImplicitHooks) {
         };
         if let EntryState::Candidate(c) = &mut e.state
             && c.header.phases.is_none()
-            && c.header.errors.is_empty()
         {
             c.header.phases = Some(crate::header::Phases::List(vec![phase]));
             c.header.mode.get_or_insert(crate::header::Mode::Sync);
@@ -423,7 +424,6 @@ fn classify(
     if let Some(f) = focus {
         if let Some(rule) = f.implicit
             && header.phases.is_none()
-            && header.errors.is_empty()
             && let Some(phase) = name.to_str().and_then(|n| rule.phase_of(n))
         {
             header.phases = Some(crate::header::Phases::List(vec![phase.to_owned()]));

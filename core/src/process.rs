@@ -120,11 +120,29 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let terminal = matches!(cmd.output, Output::Inherit) && stdin_is_foreground_terminal();
     if let Output::Inherit = cmd.output {
         command
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
+    }
+    if terminal {
+        // A command in a process group of its own is a background job on the terminal:
+        // reading from it would stop it with SIGTTIN. So it takes the terminal over
+        // before exec (SIGTTOU ignored meanwhile, as shells do), and `reclaim_terminal`
+        // takes it back when it is done.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                use nix::libc;
+                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::setpgid(0, 0);
+                libc::tcsetpgrp(0, libc::getpid());
+                libc::signal(libc::SIGTTOU, old);
+                Ok(())
+            });
+        }
     }
     let child = match command.spawn() {
         Ok(c) => c,
@@ -138,7 +156,29 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
             };
         }
     };
-    Supervisor::new(child, cmd, start).run(signals)
+    let result = Supervisor::new(child, cmd, start).run(signals);
+    if terminal {
+        reclaim_terminal();
+    }
+    result
+}
+
+/// Whether stdin is a terminal whose foreground process group is ours.
+fn stdin_is_foreground_terminal() -> bool {
+    // SAFETY: plain queries on descriptor 0.
+    unsafe { nix::libc::isatty(0) == 1 && nix::libc::tcgetpgrp(0) == nix::libc::getpgrp() }
+}
+
+/// Makes our process group the terminal's foreground group again.
+fn reclaim_terminal() {
+    // SAFETY: SIGTTOU is ignored only around the call, so a background tcsetpgrp does
+    // not stop us; the previous disposition is restored.
+    unsafe {
+        use nix::libc;
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(0, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, old);
+    }
 }
 
 struct Stream<R> {
@@ -171,6 +211,18 @@ impl<'a> Supervisor<'a> {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let stdin = child.stdin.take();
+        // A large payload (libvirt XML) fits the pipe in one write when the pipe is
+        // grown to it, up to the system's limit (1 MiB by default): one wake-up instead
+        // of one per 64 KiB. Failure just keeps the default size.
+        if let (Some(pipe), Some(payload)) = (&stdin, cmd.stdin)
+            && payload.len() > 64 * 1024
+        {
+            let size = payload.len().min(1 << 20) as nix::libc::c_int;
+            // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
+            unsafe {
+                nix::libc::fcntl(pipe.as_raw_fd(), nix::libc::F_SETPIPE_SZ, size);
+            }
+        }
         for fd in [
             stdout.as_ref().map(|f| f.as_raw_fd()),
             stderr.as_ref().map(|f| f.as_raw_fd()),

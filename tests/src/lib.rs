@@ -19,13 +19,15 @@
 //!   exactly the variables given), reads stdout and stderr as pipes until EOF on both
 //!   and only then waits for the exit status, like the platforms do; [`Outcome`] holds
 //!   all three together with assertion helpers that print everything on failure;
-//! - [`vzdump`] simulates whole Proxmox vzdump jobs on top of that.
+//! - [`vzdump`] simulates whole Proxmox vzdump jobs on top of that, and [`pve`] a node
+//!   starting and stopping guests with a hookscript.
 //!
 //! Tests run as root (hookrun refuses hooks and hook directories that are writable by
 //! group or others or owned by anyone but root or the invoking user), and in parallel
 //! threads: nothing here uses global state except the one-time build and a lock that
 //! keeps file writes and process starts apart (see `SPAWN_LOCK`).
 
+pub mod pve;
 pub mod vzdump;
 
 use std::collections::BTreeMap;
@@ -72,6 +74,7 @@ const BIN_PACKAGES: &[&str] = &[
     "hookrun",
     "hookrun-pve-guest",
     "hookrun-worker",
+    "hookrun-libvirt",
 ];
 
 /// Path of the workspace binary `name` (one of [`BIN_PACKAGES`]' binaries), debug profile.

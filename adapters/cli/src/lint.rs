@@ -54,14 +54,23 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
             {
                 tally.report(&path.display().to_string(), Severity::Error, &why);
             }
-            for entry in discover::scan(path)? {
+            let mut entries = discover::scan(path)?;
+            if let Some(rule) = platform.as_ref().and_then(|p| p.implicit.as_ref()) {
+                discover::apply_implicit(&mut entries, rule);
+            }
+            for entry in entries {
                 if !matches!(entry.state, EntryState::Ignored(_)) {
                     lint_entry(&entry, known, settings.strict_permissions, euid, &mut tally);
                 }
             }
         } else {
+            let mut entry = [discover::inspect(path)];
+            if let Some(rule) = platform.as_ref().and_then(|p| p.implicit.as_ref()) {
+                discover::apply_implicit(&mut entry, rule);
+            }
+            let [entry] = entry;
             lint_entry(
-                &discover::inspect(path),
+                &entry,
                 known,
                 settings.strict_permissions,
                 euid,
@@ -106,7 +115,19 @@ fn lint_entry(
     };
     match discover::read_head(&entry.path) {
         Ok((buf, truncated)) => {
-            for f in lint_bytes(&buf, truncated, known) {
+            if cand.implicit {
+                let phases = cand.header.phases.as_ref().map(ToString::to_string).unwrap_or_default();
+                tally.report(
+                    &shown,
+                    Severity::Info,
+                    &format!("no '# phases:' line, so by its name it runs as a sync hook of phase {phases}"),
+                );
+            }
+            // A header-less file that is a hook by its name does run.
+            let findings = lint_bytes(&buf, truncated, known)
+                .into_iter()
+                .filter(|f| !(cand.implicit && f.message.contains("never runs")));
+            for f in findings {
                 let loc = f
                     .line
                     .map_or_else(|| shown.clone(), |l| format!("{shown}:{l}"));

@@ -256,6 +256,7 @@ fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option
         )
     };
 
+    let mut post_stopped_by = None;
     if let Some(setup) = &setup {
         let env = vec![(
             OsString::from("HOOKRUN_EXIT_CODE"),
@@ -267,9 +268,10 @@ fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option
             vec![OsString::from(code.to_string())],
             env,
         );
-        let _ = dispatch(setup, &req);
+        // Hooks never change the code, but the adapter being told to stop does.
+        post_stopped_by = dispatch(setup, &req).and_then(|r| r.stopped_by);
     }
-    match signalled {
+    match signalled.or(post_stopped_by) {
         Some(sig) => 128 + sig,
         None => code,
     }

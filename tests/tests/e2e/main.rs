@@ -1,4 +1,4 @@
-//! End-to-end tests of the built `hookrun-vzdump` binary, run as a platform runs it.
+//! End-to-end tests of the built adapters, each run as its platform runs it.
 //!
 //! - `vzdump`: whole simulated vzdump jobs (every mode, both guest types, dir and PBS
 //!   storages) and their failure paths, called exactly as `PVE::VZDump::run_hook_script`
@@ -6,14 +6,25 @@
 //!   hookrun recorded and what vzdump would conclude;
 //! - `process`: real process behaviour — timeouts, signals, pipes held by background
 //!   children, permission refusals, spawn errors, output prefixing, stdin, ordering;
-//! - `seed`: the seed's bash dispatcher and hookrun-vzdump side by side on the same hooks.
+//! - `seed`: the seed's bash dispatcher and hookrun-vzdump side by side on the same hooks;
+//! - `pve_guest`: `hookrun-pve-guest` as a guest hookscript snippet, called the way
+//!   `PVE::GuestHelpers::exec_hookscript` calls it ([`hookrun_tests::pve`]): VM and
+//!   container starts and stops, a migration-target start, pre-start aborts, failures in
+//!   the other phases, `# objects:` by VMID, where the hooks directory is found;
+//! - `worker`: `hookrun-worker run|hook` for container and cron workers: the command's
+//!   exit code, on-error abort (75), `--no-wait` and waiting on the worker's lock,
+//!   signals, `HOOK_TIMEOUT`, the seed's header-less `pre-<worker>.sh`, `/hooks` in a
+//!   private mount namespace, and a real worker (restic) end to end.
 //!
 //! Every test builds its own tree with [`hookrun_tests::TestEnv`]; tests run in parallel.
 
 mod asyncmode;
+mod cli;
 mod process;
+mod pve_guest;
 mod seed;
 mod vzdump;
+mod worker;
 
 use hookrun_tests::{Run, TestEnv};
 
