@@ -69,13 +69,7 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
                 discover::apply_implicit(&mut entry, rule);
             }
             let [entry] = entry;
-            lint_entry(
-                &entry,
-                known,
-                settings.strict_permissions,
-                euid,
-                &mut tally,
-            );
+            lint_entry(&entry, known, settings.strict_permissions, euid, &mut tally);
         }
     }
     println!(
@@ -116,7 +110,12 @@ fn lint_entry(
     match discover::read_head(&entry.path) {
         Ok((buf, truncated)) => {
             if cand.implicit {
-                let phases = cand.header.phases.as_ref().map(ToString::to_string).unwrap_or_default();
+                let phases = cand
+                    .header
+                    .phases
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 tally.report(
                     &shown,
                     Severity::Info,
