@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 mod bench;
+mod packages;
 
 /// Exit code for a usage error (unknown or unavailable task), as sysexits' EX_USAGE is
 /// too obscure for a developer tool and clap-style tools use 2.
@@ -160,6 +161,7 @@ impl Step {
 fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
     let root = project_root();
     ensure_components(&root)?;
+    packages::ensure()?;
 
     let mut cargo_test = Step::new(
         "test",
