@@ -1,9 +1,19 @@
-//! Contributed hooks (DESIGN §8). Not built yet: they arrive with their own issue, and
-//! until then each binary refuses to run rather than pretending to have done its job.
+//! Contributed hooks and tools (DESIGN §8).
+//!
+//! - [`retention`]: the retention engine (`retentions`' decisions), pure;
+//! - [`store`], [`dirlock`], [`companions`], [`glob`], [`calendar`]: the engine on a
+//!   directory: candidates, locking, companion rules, name patterns, local time;
+//! - [`retain_cli`]: `hookrun-retain`, the engine as a `retentions`-compatible tool;
+//! - [`vzdump`], [`encrypt`], [`cer`]: `hookrun-copy-encrypt-retain`, the seed's
+//!   copy-encrypt-retain hook done right.
 
-/// Reports that `tool` is not available in this build; returns the exit code.
-pub fn not_built(tool: &str) -> i32 {
-    hookrun_core::logging::init("hookrun", false);
-    tracing::error!("{tool} is not implemented in this build; nothing was done");
-    70
-}
+pub mod calendar;
+pub mod cer;
+pub mod companions;
+pub mod dirlock;
+pub mod encrypt;
+pub mod glob;
+pub mod retain_cli;
+pub mod retention;
+pub mod store;
+pub mod vzdump;

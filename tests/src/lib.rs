@@ -27,6 +27,7 @@
 //! threads: nothing here uses global state except the one-time build and a lock that
 //! keeps file writes and process starts apart (see `SPAWN_LOCK`).
 
+pub mod libvirt;
 pub mod pve;
 pub mod vzdump;
 

@@ -1,3 +1,7 @@
+//! `hookrun-copy-encrypt-retain`: see [`hookrun_contrib::cer`].
+
 fn main() {
-    std::process::exit(hookrun_contrib::not_built("hookrun-copy-encrypt-retain"));
+    std::process::exit(hookrun_contrib::cer::main_with(
+        std::env::args_os().collect(),
+    ));
 }

@@ -20,6 +20,8 @@
 
 mod asyncmode;
 mod cli;
+mod libvirt;
+mod libvirtd;
 mod process;
 mod pve_guest;
 mod seed;
