@@ -6,7 +6,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -361,15 +360,7 @@ fn classify(
 ) -> Option<EntryState> {
     let symlink = ftype.is_some_and(|t| t.is_symlink());
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-    let fd = match nix::fcntl::openat(
-        dirfd,
-        name,
-        nix::fcntl::OFlag::O_RDONLY
-            | nix::fcntl::OFlag::O_NONBLOCK
-            | nix::fcntl::OFlag::O_NOCTTY
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
+    let fd = match open_at(dirfd, name) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ENOENT) if symlink => {
             return Some(EntryState::Unusable(
@@ -419,6 +410,11 @@ fn classify(
         Ok(r) => r,
         Err(e) => return Some(EntryState::Unusable(format!("cannot read: {e}"))),
     };
+    if let Some(f) = focus
+        && not_for_phase(&buf[..len], truncated, name, f)
+    {
+        return None;
+    }
     let mut header = header::parse(&buf[..len], truncated);
     let mut implicit = false;
     if let Some(f) = focus {
@@ -453,14 +449,88 @@ fn classify(
 /// Fills `buf` from the start of the file; returns the length and whether the file may
 /// have more. One `read` is enough: a regular file returns less than asked only at its
 /// end.
-fn read_prefix(mut file: &File, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+    use std::os::fd::AsRawFd;
     loop {
-        match file.read(buf) {
-            Ok(n) => return Ok((n, n == buf.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        // The raw system call: with scan threads running, glibc's `read` wrapper adds
+        // cancellation-point bookkeeping to every call, a measurable share per file.
+        // SAFETY: reading into a buffer we own, from a descriptor we own.
+        let n = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_read,
+                file.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            return Ok((n, n == buf.len()));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
+}
+
+/// `openat(dirfd, name, O_RDONLY|O_NONBLOCK|O_NOCTTY|O_CLOEXEC)` as a raw system call
+/// (see [`read_prefix`]); names too long for the stack buffer take nix's path.
+fn open_at(dirfd: BorrowedFd<'_>, name: &OsStr) -> Result<File, nix::errno::Errno> {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let bytes = name.as_bytes();
+    let mut path = [0u8; 256];
+    if bytes.len() >= path.len() || bytes.contains(&0) {
+        let fd = nix::fcntl::openat(
+            dirfd,
+            name,
+            nix::fcntl::OFlag::from_bits_truncate(flags),
+            nix::sys::stat::Mode::empty(),
+        )?;
+        return Ok(File::from(fd));
+    }
+    path[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `path` is NUL-terminated; the descriptor returned is ours to own.
+    let fd = unsafe { libc::syscall(libc::SYS_openat, dirfd.as_raw_fd(), path.as_ptr(), flags, 0) };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: a fresh descriptor from openat, owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd as i32) })
+}
+
+/// A cheap, allocation-free look at the first `# phases:` line: true when the file
+/// certainly does not ask for the focus's phase. Anything unusual — no phases line for
+/// a name the implicit rule covers, a value that is not a clean list — is left to the
+/// full parse, which decides (and reports) exactly.
+fn not_for_phase(buf: &[u8], truncated: bool, name: &OsStr, focus: &Focus<'_>) -> bool {
+    let phases = header::header_lines(buf, truncated)
+        .filter_map(|l| header::split_key(l.body))
+        .find(|(k, _)| *k == b"phases")
+        .map(|(_, v)| v);
+    let Some(value) = phases else {
+        // No phases line: never runs, unless its name makes it a hook.
+        return focus
+            .implicit
+            .is_none_or(|rule| name.to_str().and_then(|n| rule.phase_of(n)).is_none());
+    };
+    let mut any = false;
+    for word in value
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        any = true;
+        let clean = word
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !clean || word == focus.phase.as_bytes() {
+            return false;
+        }
+    }
+    // An empty value is an error the full parse reports.
+    any
 }
 
 /// Executable for the effective user, as `execve` will judge it.

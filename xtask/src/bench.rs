@@ -235,15 +235,22 @@ fn peak_rss_kib(c: &Contender) -> anyhow::Result<i64> {
     Ok(usage.ru_maxrss)
 }
 
-/// Waits until the async supervisors of a tree have finished.
-fn wait_async_idle(log_dir: &Path) {
+/// Waits until every async hook started in a tree has finished: no supervisor is
+/// running and the records are a whole number of dispatches (`per_dispatch` each).
+/// Supervisors that have not yet written their running file would otherwise look idle
+/// and spill into the next measured run.
+fn wait_async_idle(log_dir: &Path, per_dispatch: usize) {
     let running = log_dir.join("async/running");
+    let records = log_dir.join("runs.jsonl");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let busy = std::fs::read_dir(&running)
             .map(|d| d.count() > 0)
             .unwrap_or(false);
-        if !busy {
+        let lines = std::fs::read(&records)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0);
+        if !busy && lines % per_dispatch == 0 {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -273,7 +280,7 @@ pub fn run(root: &Path, target_dir: &Path, quick: bool) -> anyhow::Result<std::p
     let base = target_dir.join("bench/work");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base)?;
-    let rounds = if quick { 5 } else { 25 };
+    let rounds = if quick { 5 } else { 41 };
     let mut cases = Vec::new();
     let nothing = || {};
 
@@ -402,7 +409,7 @@ pub fn run(root: &Path, target_dir: &Path, quick: bool) -> anyhow::Result<std::p
         println!("==> bench: case 3 ({} rounds)", rounds);
         let log_dir = t.log_dir.clone();
         case.run(rounds, &move || {
-            wait_async_idle(&log_dir);
+            wait_async_idle(&log_dir, 10);
             // Let the floor's detached hooks finish too.
             std::thread::sleep(Duration::from_millis(20));
         })?;
