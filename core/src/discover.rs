@@ -375,7 +375,7 @@ fn classify(
             )));
         }
     };
-    let file = File::from(fd);
+    let file = fd;
     // The directory listing already says "regular file" for most entries; anything
     // else (symlinks, unknown) is checked before it is read.
     let mut meta = None;

@@ -250,7 +250,7 @@ fn wait_async_idle(log_dir: &Path, per_dispatch: usize) {
         let lines = std::fs::read(&records)
             .map(|b| b.iter().filter(|&&c| c == b'\n').count())
             .unwrap_or(0);
-        if !busy && lines % per_dispatch == 0 {
+        if !busy && lines.is_multiple_of(per_dispatch) {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));
