@@ -166,6 +166,16 @@ struct Dispatcher<'a> {
     filtered: Option<Vec<u8>>,
     /// A hook of this dispatch has failed (a filter then feeds the original input on).
     any_failed: bool,
+    /// Async hooks waiting to be launched together: consecutive ones in the directory,
+    /// launched before the next sync hook runs or when the dispatch ends.
+    pending: Vec<(AsyncSpec, HookReport)>,
+}
+
+/// What the dispatch loop has concluded so far.
+struct Outcomes {
+    hooks: Vec<HookReport>,
+    aborted_by: Option<String>,
+    first_failure: Option<i32>,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -181,15 +191,18 @@ impl<'a> Dispatcher<'a> {
             dir_refusal: None,
             filtered: None,
             any_failed: false,
+            pending: Vec::new(),
         }
     }
 
     fn run(mut self, entries: &[Entry]) -> Report {
         let req = self.req;
         let object = req.object.as_deref();
-        let mut hooks = Vec::new();
-        let mut aborted_by: Option<String> = None;
-        let mut first_failure: Option<i32> = None;
+        let mut done = Outcomes {
+            hooks: Vec::new(),
+            aborted_by: None,
+            first_failure: None,
+        };
         let mut stopped_by = None;
 
         for entry in entries {
@@ -233,7 +246,7 @@ impl<'a> Dispatcher<'a> {
             if stopped_by.is_none() {
                 stopped_by = self.signals.as_mut().and_then(SignalWatch::stop_signal);
             }
-            if let Some(by) = &aborted_by {
+            if let Some(by) = &done.aborted_by {
                 report.message = Some(format!("skipped: {by} failed with on-error abort"));
             } else if let Some(sig) = stopped_by {
                 report.message = Some(format!("skipped: the dispatcher received signal {sig}"));
@@ -254,12 +267,11 @@ impl<'a> Dispatcher<'a> {
                 report.exit_code = Some(126);
                 report.message = Some(format!("refused: {why}"));
             } else if mode == Mode::Async {
-                self.launch_async(entry, &job, header, started, &mut report);
-                if report.outcome == OutcomeKind::Running {
-                    hooks.push(report);
-                    continue;
-                }
+                let spec = self.async_spec(entry, &job, header, started, &report);
+                self.pending.push((spec, report));
+                continue;
             } else {
+                self.launch_pending(&mut done);
                 self.run_sync(entry, &job, header, &mut report);
                 if let Some(sig) = report
                     .signal
@@ -270,36 +282,18 @@ impl<'a> Dispatcher<'a> {
                 }
             }
 
-            self.log_result(&report);
-            self.records.append(&RunRecord {
-                time: crate::time::rfc3339(report.started.unwrap_or(started)),
-                run_id: self.run_id.clone(),
-                platform: req.platform.clone(),
-                phase: req.phase.clone(),
-                object: req.object.clone(),
-                hook: report.name.clone(),
-                mode: mode.as_str().to_owned(),
-                outcome: report.outcome,
-                exit_code: report.exit_code,
-                signal: report.signal,
-                duration_ms: report.duration.as_millis() as u64,
-                job,
-            });
-            if report.failed() {
-                self.any_failed = true;
-                if on_error != OnError::Warn && first_failure.is_none() {
-                    first_failure = Some(failure_exit_code(&report));
-                }
-                if on_error == OnError::Abort && aborted_by.is_none() {
-                    aborted_by = Some(report.name.clone());
-                }
-            }
-            hooks.push(report);
+            self.conclude(report, started, job, &mut done);
         }
+        self.launch_pending(&mut done);
         if stopped_by.is_none() {
             stopped_by = self.signals.as_mut().and_then(SignalWatch::stop_signal);
         }
 
+        let Outcomes {
+            hooks,
+            first_failure,
+            ..
+        } = done;
         let exit_code = match (stopped_by, first_failure) {
             (Some(sig), _) if req.may_fail => 128 + sig,
             (Some(sig), _) => {
@@ -388,18 +382,88 @@ impl<'a> Dispatcher<'a> {
             .then_some(self.settings.mk_job_dir.as_path())
     }
 
-    fn launch_async(
+    /// Logs and records a hook's result, and applies its `on-error`.
+    fn conclude(
         &mut self,
+        report: HookReport,
+        started: SystemTime,
+        job: String,
+        done: &mut Outcomes,
+    ) {
+        let req = self.req;
+        self.log_result(&report);
+        self.records.append(&RunRecord {
+            time: crate::time::rfc3339(report.started.unwrap_or(started)),
+            run_id: self.run_id.clone(),
+            platform: req.platform.clone(),
+            phase: req.phase.clone(),
+            object: req.object.clone(),
+            hook: report.name.clone(),
+            mode: report.mode.as_str().to_owned(),
+            outcome: report.outcome,
+            exit_code: report.exit_code,
+            signal: report.signal,
+            duration_ms: report.duration.as_millis() as u64,
+            job,
+        });
+        if report.failed() {
+            self.any_failed = true;
+            if report.on_error != OnError::Warn && done.first_failure.is_none() {
+                done.first_failure = Some(failure_exit_code(&report));
+            }
+            if report.on_error == OnError::Abort && done.aborted_by.is_none() {
+                done.aborted_by = Some(report.name.clone());
+            }
+        }
+        done.hooks.push(report);
+    }
+
+    /// Starts the async hooks collected so far with one supervisor. If it cannot be
+    /// started, each of them fails here and now, where the platform still hears of it.
+    fn launch_pending(&mut self, done: &mut Outcomes) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let specs: Vec<AsyncSpec> = batch.iter().map(|(s, _)| s.clone()).collect();
+        match supervise::launch(&specs, self.input()) {
+            Ok(pid) => {
+                for (spec, mut report) in batch {
+                    report.outcome = OutcomeKind::Running;
+                    tracing::info!(
+                        "{}: started async (supervisor pid {pid}); output goes to {}",
+                        report.name,
+                        supervise::async_log_path(&self.settings.log_dir, &spec.record.job)
+                            .display()
+                    );
+                    done.hooks.push(report);
+                }
+            }
+            Err(e) => {
+                for (spec, mut report) in batch {
+                    report.outcome = OutcomeKind::SpawnError;
+                    report.exit_code = Some(126);
+                    report.message = Some(format!("cannot start the async supervisor: {e}"));
+                    let started = SystemTime::now();
+                    self.conclude(report, started, spec.record.job, done);
+                }
+            }
+        }
+    }
+
+    /// Everything a supervisor needs to run one async hook.
+    fn async_spec(
+        &self,
         entry: &Entry,
         job: &str,
         header: &Header,
         started: SystemTime,
-        report: &mut HookReport,
-    ) {
+        report: &HookReport,
+    ) -> AsyncSpec {
         let (program, args) = self.command_for(entry, job, header.mk_job);
         let env = self.env_for(entry, job);
         let req = self.req;
-        let spec = AsyncSpec {
+        AsyncSpec {
             program: path_bytes(&program),
             args: args.iter().map(|a| os_bytes(a)).collect(),
             env: env
@@ -430,21 +494,6 @@ impl<'a> Dispatcher<'a> {
                 duration_ms: 0,
                 job: job.to_owned(),
             },
-        };
-        match supervise::launch(&spec, self.input()) {
-            Ok(pid) => {
-                report.outcome = OutcomeKind::Running;
-                tracing::info!(
-                    "{}: started async (supervisor pid {pid}); output goes to {}",
-                    report.name,
-                    supervise::async_log_path(&self.settings.log_dir, job).display()
-                );
-            }
-            Err(e) => {
-                report.outcome = OutcomeKind::SpawnError;
-                report.exit_code = Some(126);
-                report.message = Some(format!("cannot start the async supervisor: {e}"));
-            }
         }
     }
 

@@ -70,19 +70,25 @@ pub fn async_log_path(log_dir: &Path, job: &str) -> PathBuf {
     async_dir(log_dir).join(format!("{job}.log"))
 }
 
-/// Starts a detached supervisor for `spec`; returns its pid. Called by the dispatcher.
-pub fn launch(spec: &AsyncSpec, stdin: Option<&[u8]>) -> std::io::Result<u32> {
+/// Starts one detached supervisor for `specs` (async hooks that came one after another
+/// in a dispatch, so they share their stdin); returns its pid. For several hooks it
+/// forks a child per hook: one `exec` of hookrun however many hooks start together.
+pub fn launch(specs: &[AsyncSpec], stdin: Option<&[u8]>) -> std::io::Result<u32> {
     let memfd =
         nix::sys::memfd::memfd_create("hookrun-async", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
     let mut file = File::from(memfd);
-    let mut line = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    let mut line = serde_json::to_vec(specs).map_err(std::io::Error::other)?;
     line.push(b'\n');
     file.write_all(&line)?;
     if let Some(payload) = stdin {
         file.write_all(payload)?;
     }
     file.rewind()?;
-    spawn_detached(&spec.record.job, &file)
+    let title = match specs {
+        [one] => one.record.job.clone(),
+        many => format!("{} hooks of {}", many.len(), many[0].record.run_id),
+    };
+    spawn_detached(&title, &file)
 }
 
 /// `posix_spawn` of our own binary as a supervisor: in a new session (`setsid` done by
@@ -201,13 +207,37 @@ fn run_supervisor() -> i32 {
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(input.len());
-    let spec: AsyncSpec = match serde_json::from_slice(&input[..split]) {
+    let specs: Vec<AsyncSpec> = match serde_json::from_slice(&input[..split]) {
         Ok(s) => s,
         Err(_) => return 70,
     };
     let payload = input.get(split + 1..).unwrap_or_default().to_vec();
     drop(input);
 
+    let count = specs.len();
+    for (i, spec) in specs.into_iter().enumerate() {
+        if i + 1 == count {
+            return supervise_one(spec, payload);
+        }
+        // SAFETY: this process is single-threaded here (no thread has been started, no
+        // logger installed), so the child may do anything the parent could.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                std::process::exit(supervise_one(spec, payload));
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+            // No process to spare: run this hook here and now, before the others,
+            // rather than lose it.
+            Err(_) => {
+                supervise_one(spec, payload.clone());
+            }
+        }
+    }
+    0
+}
+
+/// Supervises one async hook in this process, start to record.
+fn supervise_one(spec: AsyncSpec, payload: Vec<u8>) -> i32 {
     let log_dir = PathBuf::from(OsString::from_vec(spec.log_dir.clone()));
     let job = spec.record.job.clone();
     // The hook's output, and our own messages, go to its async log. Without one, keep

@@ -469,3 +469,81 @@ fn hookrun_log_shows_running_async_hooks_then_their_outcome() {
     );
     assert!(!out.stdout.contains("running"), "{}", out.stdout);
 }
+
+#[test]
+fn several_async_hooks_of_one_dispatch_each_run_with_their_own_log_and_record() {
+    let env = TestEnv::new();
+    for name in ["10-a", "20-b", "30-c"] {
+        env.hook(name)
+            .phases("log-end")
+            .log_calls()
+            .body(&format!("echo \"{name} says hi\"; sleep 0.3"))
+            .write();
+    }
+    log_end(&env)
+        .run()
+        .assert_success()
+        .assert_faster_than(Duration::from_millis(900));
+    let records = wait_for_records(&env, 3, Duration::from_secs(15));
+    let mut hooks: Vec<&str> = records.iter().map(Record::hook).collect();
+    hooks.sort_unstable();
+    assert_eq!(hooks, ["10-a", "20-b", "30-c"]);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.outcome() == "ok" && r.str("mode") == Some("async"))
+    );
+    // One run id for the dispatch, each hook its own job and log.
+    let ids: BTreeSet<_> = records
+        .iter()
+        .map(|r| r.str("run_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{records:?}");
+    for name in ["10-a", "20-b", "30-c"] {
+        let log =
+            std::fs::read_to_string(env.log_dir().join(format!("async/vzdump-{name}-101.log")))
+                .unwrap();
+        assert!(log.contains(&format!("{name} says hi")), "{log}");
+        assert_eq!(log.matches("start run").count(), 1, "{log}");
+    }
+    let mut calls = env.calls();
+    assert_eq!(calls.len(), 3);
+    for c in &mut calls {
+        assert_eq!(c.argv, ["log-end", "snapshot", "101"]);
+        assert_eq!(c.env.get("HOOKRUN_HOOK"), Some(&c.hook));
+    }
+    // Every supervisor ended: nothing is left in the running directory.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(env.log_dir().join("async/running"))
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(Instant::now() < deadline, "running files left behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_async_hook_starts_before_a_later_sync_hook_runs() {
+    // The async hook creates a marker; the sync hook after it in the directory waits for
+    // that marker. If async hooks were only started when the dispatch ends, the sync hook
+    // would time out.
+    let env = TestEnv::new();
+    let marker = env.path("async-started");
+    env.hook("10-async")
+        .phases("log-end")
+        .body(&format!("touch {}", q(&marker)))
+        .write();
+    env.hook("20-sync")
+        .sync()
+        .phases("log-end")
+        .header("timeout: 10")
+        .body(&format!(
+            "i=0; while [ ! -e {m} ]; do i=$((i+1)); [ $i -gt 100 ] && exit 9; sleep 0.05; done; echo saw-it",
+            m = q(&marker)
+        ))
+        .write();
+    log_end(&env)
+        .run()
+        .assert_success()
+        .assert_stdout_contains("[20-sync] saw-it");
+}
