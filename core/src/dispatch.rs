@@ -123,6 +123,29 @@ pub fn resolve_hooks_dir(
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// What every platform adapter does once it has its [`Request`]: load the
+/// configuration, pick the hooks directory (with `hooks.d` beside `invoked_as` when that
+/// is given), and dispatch. When no hook can run at all — a bad configuration file, a
+/// missing hooks directory — the problem is logged, and the `Err` is the exit code:
+/// 78 (`EX_CONFIG`) where the platform listens to it (`may_fail`), 0 where it does not.
+pub fn dispatch_for_platform(
+    req: &Request,
+    invoked_as: Option<&Path>,
+    default_dir: &Path,
+) -> Result<Report, i32> {
+    let no_hooks = if req.may_fail { 78 } else { 0 };
+    let config = crate::config::Config::load().map_err(|e| {
+        tracing::error!("{e}; no hooks were run (fix the configuration file)");
+        no_hooks
+    })?;
+    let settings = config.settings_for(&req.platform);
+    let dir = resolve_hooks_dir(&settings, invoked_as, default_dir);
+    dispatch(&settings, &dir, req).map_err(|e| {
+        tracing::error!("{e}; no hooks were run");
+        no_hooks
+    })
+}
+
 /// A fresh id for one dispatch: time-sortable and unique per process.
 pub fn new_run_id() -> String {
     let now = SystemTime::now();

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use hookrun_core::{Config, OnError, Request};
+use hookrun_core::{OnError, Request};
 
 /// The drivers libvirt has hooks for (`virHookDriver`).
 pub const DRIVERS: &[&str] = &["daemon", "qemu", "lxc", "network", "libxl", "bhyve"];
@@ -330,37 +330,24 @@ pub fn main_impl() -> i32 {
             return 2;
         }
     };
-    let fail = |code: i32| if req.may_fail { code } else { 0 };
-    let config = match Config::load() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}; no hooks were run (fix the configuration file)");
-            return fail(78);
-        }
-    };
-    let settings = config.settings_for(&req.platform);
     let default_dir = format!("/etc/hookrun/{}.d", req.platform);
     // libvirt's own `<driver>.d` beside us is libvirt's to run: never look there.
-    let dir = hookrun_core::resolve_hooks_dir(&settings, None, Path::new(&default_dir));
-    match hookrun_core::dispatch(&settings, &dir, &req) {
-        Ok(report) => {
-            if let Some(xml) = report
-                .filtered
-                .filter(|x| Some(x.as_slice()) != req.stdin.as_deref())
-            {
-                let mut out = std::io::stdout().lock();
-                if out.write_all(&xml).and_then(|()| out.flush()).is_err() {
-                    tracing::error!("cannot write the changed XML to libvirt");
-                    return fail(1);
-                }
-            }
-            report.exit_code
-        }
-        Err(e) => {
-            tracing::error!("{e}; no hooks were run");
-            fail(78)
+    let report =
+        match hookrun_core::dispatch::dispatch_for_platform(&req, None, Path::new(&default_dir)) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+    if let Some(xml) = report
+        .filtered
+        .filter(|x| Some(x.as_slice()) != req.stdin.as_deref())
+    {
+        let mut out = std::io::stdout().lock();
+        if out.write_all(&xml).and_then(|()| out.flush()).is_err() {
+            tracing::error!("cannot write the changed XML to libvirt");
+            return if req.may_fail { 1 } else { 0 };
         }
     }
+    report.exit_code
 }
 
 #[allow(clippy::print_stdout)]

@@ -11,7 +11,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use hookrun_core::{Config, OnError, Request};
+use hookrun_core::{OnError, Request};
 
 pub const PLATFORM: &str = "pve-guest";
 pub const DEFAULT_HOOKS_DIR: &str = "/etc/hookrun/pve-guest.d";
@@ -121,27 +121,9 @@ pub fn main_impl() -> i32 {
             return 2;
         }
     };
-    let fail = |code: i32| if req.may_fail { code } else { 0 };
-    let config = match Config::load() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}; no hooks were run (fix the configuration file)");
-            return fail(78);
-        }
-    };
-    let settings = config.settings_for(PLATFORM);
-    let dir = hookrun_core::resolve_hooks_dir(
-        &settings,
-        invoked.as_deref(),
-        Path::new(DEFAULT_HOOKS_DIR),
-    );
-    match hookrun_core::dispatch(&settings, &dir, &req) {
-        Ok(report) => report.exit_code,
-        Err(e) => {
-            tracing::error!("{e}; no hooks were run");
-            fail(78)
-        }
-    }
+    let dir = Path::new(DEFAULT_HOOKS_DIR);
+    hookrun_core::dispatch::dispatch_for_platform(&req, invoked.as_deref(), dir)
+        .map_or_else(|code| code, |report| report.exit_code)
 }
 
 #[allow(clippy::print_stdout)]
