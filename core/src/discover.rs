@@ -749,4 +749,222 @@ mod tests {
             DispatchError::HooksDirNotADirectory { .. }
         ));
     }
+
+    /// Property tests of discovery: any set of file names scans in byte order with the
+    /// documented ignore rules, and the focused scan of a dispatch (with its quick
+    /// `# phases:` pre-check) keeps exactly what the full scan says the dispatch acts on.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+        use std::os::unix::ffi::OsStringExt;
+
+        /// The rules as README "Which files run" states them; every rule that applies.
+        fn documented(name: &[u8]) -> BTreeSet<&'static str> {
+            let mut why = BTreeSet::new();
+            if name.starts_with(b".") {
+                why.insert("hidden");
+            }
+            if name.ends_with(b".disabled") {
+                why.insert("disabled");
+            }
+            for leftover in [
+                &b"~"[..],
+                b".bak",
+                b".orig",
+                b".swp",
+                b".rpmnew",
+                b".rpmsave",
+                b".rpmorig",
+            ] {
+                if name.ends_with(leftover) {
+                    why.insert("leftover");
+                }
+            }
+            if name.windows(6).any(|w| w == b".dpkg-") || name.windows(5).any(|w| w == b".ucf-") {
+                why.insert("leftover");
+            }
+            why
+        }
+
+        fn category(r: IgnoreReason) -> &'static str {
+            match r {
+                IgnoreReason::Hidden => "hidden",
+                IgnoreReason::Disabled => "disabled",
+                IgnoreReason::Leftover(_) => "leftover",
+                IgnoreReason::Directory => "directory",
+            }
+        }
+
+        /// File names: any bytes but NUL and `/`, often with the decorations the rules
+        /// are about.
+        fn file_name() -> impl Strategy<Value = Vec<u8>> {
+            let core = prop_oneof![
+                proptest::collection::vec(
+                    any::<u8>().prop_filter("no NUL or /", |b| *b != 0 && *b != b'/'),
+                    1..24
+                ),
+                "[0-9]{2}-[a-zA-Z_]{1,8}".prop_map(String::into_bytes),
+                "[A-Za-z0-9_~.-]{1,12}".prop_map(String::into_bytes),
+            ];
+            let prefix = prop_oneof![3 => Just(&b""[..]), 1 => Just(&b"."[..])];
+            const SUFFIXES: &[&[u8]] = &[
+                b"",
+                b"",
+                b"",
+                b"",
+                b"~",
+                b".bak",
+                b".orig",
+                b".swp",
+                b".rpmnew",
+                b".rpmsave",
+                b".rpmorig",
+                b".disabled",
+                b".dpkg-dist",
+                b".dpkg-old",
+                b".ucf-new",
+                b".sh",
+                b".dpkg",
+                b".disabled.sh",
+            ];
+            let suffix = proptest::sample::select(SUFFIXES);
+            (prefix, core, suffix)
+                .prop_map(|(p, c, s)| [p, &c[..], s].concat())
+                .prop_filter("a file name", |n| n != b"." && n != b".." && n.len() < 250)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_names_scan_in_byte_order_with_the_documented_ignores(
+                names in proptest::collection::btree_set(file_name(), 1..40),
+                dirs in proptest::collection::vec(any::<bool>(), 40),
+                exec in proptest::collection::vec(any::<bool>(), 40),
+            ) {
+                let d = tempfile::tempdir().unwrap();
+                for (i, name) in names.iter().enumerate() {
+                    let path = d.path().join(OsString::from_vec(name.clone()));
+                    if dirs[i] && i % 3 == 0 {
+                        std::fs::create_dir(&path).unwrap();
+                    } else {
+                        std::fs::write(&path, "#!/bin/sh\n# phases: x\n").unwrap();
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if exec[i] { 0o755 } else { 0o644 })).unwrap();
+                    }
+                }
+                let entries = scan(d.path()).unwrap();
+                let got: Vec<Vec<u8>> = entries.iter().map(|e| e.name.as_bytes().to_vec()).collect();
+                let want: Vec<Vec<u8>> = names.iter().cloned().collect();
+                // BTreeSet<Vec<u8>> iterates in byte order: what the scan must give.
+                prop_assert_eq!(&got, &want);
+                for (i, e) in entries.iter().enumerate() {
+                    let rules = documented(&want[i]);
+                    let is_dir = dirs[i] && i % 3 == 0;
+                    match &e.state {
+                        EntryState::Ignored(r) if category(*r) == "directory" => {
+                            prop_assert!(is_dir && rules.is_empty(), "{:?}: {r:?}", e.name);
+                        }
+                        EntryState::Ignored(r) => {
+                            prop_assert!(rules.contains(category(*r)), "{:?}: {r:?} not in {rules:?}", e.name);
+                        }
+                        EntryState::Candidate(c) => {
+                            prop_assert!(rules.is_empty() && !is_dir, "{:?} should be ignored: {rules:?}", e.name);
+                            prop_assert_eq!(c.executable, exec[i]);
+                        }
+                        EntryState::Unusable(why) => prop_assert!(false, "{:?}: {why}", e.name),
+                    }
+                }
+            }
+        }
+
+        /// Header lines a generated hook may have, tricky ones included.
+        const LINES: &[&[u8]] = &[
+            b"# phases: job-start",
+            b"# phases: job-end log-end",
+            b"# phases: job-start job-end",
+            b"# phases: *",
+            b"# phases:",
+            b"# phases: job-start,job-end",
+            b"#phases:job-start",
+            b"#  phases \t:\tjob-end   job-start ",
+            b"# phases: job-start\r",
+            b"# phases: pre-backup",
+            b"# phases: \xffjob-start",
+            b"# objects: 101",
+            b"# objects: 200-299",
+            b"# objects: web-*",
+            b"# objects: 9-1",
+            b"# mode: sync",
+            b"# mode: asnyc",
+            b"# mk-job",
+            b"# Phases: job-start",
+            b"# prose: job-start",
+            b"echo not a comment",
+            b"",
+        ];
+
+        fn hook_text() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(proptest::sample::select(LINES), 0..6).prop_map(|lines| {
+                let mut t = b"#!/bin/sh\n".to_vec();
+                for l in lines {
+                    t.extend_from_slice(l);
+                    t.push(b'\n');
+                }
+                t
+            })
+        }
+
+        fn hook_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9]{2}-[a-z]{1,6}",
+                Just("pre-backup.sh".to_owned()),
+                Just("post-backup.sh".to_owned()),
+                Just("pre-.sh".to_owned()),
+                Just("x.disabled".to_owned()),
+                Just(".hidden".to_owned()),
+            ]
+        }
+
+        const IMPLICIT: ImplicitHooks = ImplicitHooks {
+            prefixes: &["pre-", "post-"],
+            suffix: ".sh",
+        };
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+            #[test]
+            fn the_focused_scan_keeps_what_the_full_scan_would_act_on(
+                hooks in proptest::collection::btree_map(hook_name(), (hook_text(), any::<bool>()), 1..12),
+                phase in proptest::sample::select(&["job-start", "job-end", "pre-backup", "other"][..]),
+                object in proptest::option::of(proptest::sample::select(&["101", "250", "web-1", "db"][..])),
+                implicit: bool,
+            ) {
+                let d = tempfile::tempdir().unwrap();
+                for (name, (text, exec)) in &hooks {
+                    let path = d.path().join(name);
+                    std::fs::write(&path, text).unwrap();
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if *exec { 0o755 } else { 0o644 })).unwrap();
+                }
+                let rule = implicit.then_some(&IMPLICIT);
+                let mut all = scan(d.path()).unwrap();
+                if let Some(r) = rule {
+                    apply_implicit(&mut all, r);
+                }
+                let want: Vec<(OsString, Verdict)> = all
+                    .iter()
+                    .map(|e| (e.name.clone(), e.verdict(phase, object)))
+                    .filter(|(_, v)| !matches!(v, Verdict::Ignored(_) | Verdict::NoPhases | Verdict::OtherPhase | Verdict::OtherObject))
+                    .collect();
+                let focus = Focus { phase, object, implicit: rule };
+                let got: Vec<(OsString, Verdict)> = scan_for(d.path(), &focus)
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.name.clone(), e.verdict(phase, object)))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

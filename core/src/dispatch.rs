@@ -183,8 +183,6 @@ struct Dispatcher<'a> {
     records: RecordLog,
     signals: Option<SignalWatch>,
     euid: u32,
-    /// `None` until checked; the directory is checked once, and only if a hook runs.
-    dir_refusal: Option<Option<String>>,
     /// A filter's current input, once a hook has replaced the original.
     filtered: Option<Vec<u8>>,
     /// A hook of this dispatch has failed (a filter then feeds the original input on).
@@ -211,7 +209,6 @@ impl<'a> Dispatcher<'a> {
             records: RecordLog::new(&settings.log_dir),
             signals: None,
             euid: nix::unistd::geteuid().as_raw(),
-            dir_refusal: None,
             filtered: None,
             any_failed: false,
             pending: Vec::new(),
@@ -347,18 +344,20 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
+    /// The permission checks, made for each hook right before it starts (and only for
+    /// hooks that start): the directory and the file as they are now, not as the scan
+    /// saw them — a dispatch can run for hours.
     fn check_permissions(&mut self, entry: &Entry) -> Result<(), String> {
         if !self.settings.strict_permissions {
             return Ok(());
         }
-        let euid = self.euid;
-        let dir_result = self
-            .dir_refusal
-            .get_or_insert_with(|| crate::perms::check_dir_path(self.hooks_dir, euid).err());
-        if let Some(why) = dir_result {
-            return Err(why.clone());
+        if let Err(why) = crate::perms::check_dir_path(self.hooks_dir, self.euid)
+            // Vanished mid-dispatch: starting each hook then says it was removed.
+            && self.hooks_dir.exists()
+        {
+            return Err(why);
         }
-        crate::perms::check_entry(entry, euid)
+        crate::perms::check_entry(entry, self.euid)
     }
 
     fn env_for(&self, entry: &Entry, job: &str) -> Vec<(OsString, OsString)> {

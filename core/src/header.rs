@@ -577,4 +577,261 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("1.5m").is_err());
     }
+
+    /// Property tests: any bytes parse without panicking, a generated valid header
+    /// parses back to the values it was made from, and the whitespace and CRLF freedom
+    /// the design promises changes nothing.
+    mod props {
+        use super::*;
+        use crate::objects::ObjectPattern;
+        use proptest::prelude::*;
+
+        /// What a header line says, to be rendered in any spacing.
+        #[derive(Debug, Clone)]
+        enum Line {
+            /// `key: words...` (a single word for scalar keys).
+            Key(&'static str, Vec<String>),
+            /// `# mk-job`.
+            MkJob,
+            /// A comment that is not a key line.
+            Prose(&'static str),
+        }
+
+        const PROSE: &[&str] = &[
+            "",
+            "Copies each finished archive to the NAS.",
+            "note: the NAS must be mounted",
+            "---",
+            "see https://example.org/x?a=b",
+            "Mode of operation: careful",
+        ];
+
+        fn phase_word() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_.:-]{1,12}"
+        }
+
+        fn lock_name() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}"
+        }
+
+        fn object() -> impl Strategy<Value = ObjectPattern> {
+            prop_oneof![
+                (0u64..1_000_000, 0u64..1000).prop_map(|(lo, n)| ObjectPattern::Range(lo, lo + n)),
+                "[a-z][a-z0-9-]{0,8}".prop_map(ObjectPattern::Exact),
+                "[a-z]{1,4}[*?][a-z0-9]{0,3}".prop_map(ObjectPattern::Glob),
+            ]
+        }
+
+        /// A header (as the parser should see it) and the lines that say it.
+        fn valid_header() -> impl Strategy<Value = (Header, Vec<Line>)> {
+            (
+                proptest::option::of(prop_oneof![Just(Mode::Sync), Just(Mode::Async)]),
+                proptest::option::of(prop_oneof![
+                    Just(Phases::All),
+                    proptest::collection::vec(phase_word(), 1..5).prop_map(Phases::List),
+                ]),
+                any::<bool>(),
+                proptest::option::of((1u64..100_000, 0usize..4)),
+                proptest::option::of(prop_oneof![
+                    Just(OnError::Abort),
+                    Just(OnError::Fail),
+                    Just(OnError::Warn)
+                ]),
+                proptest::option::of(lock_name()),
+                proptest::option::of(proptest::collection::vec(object(), 1..5)),
+                proptest::collection::vec(proptest::sample::select(PROSE), 0..4),
+            )
+                .prop_flat_map(
+                    |(mode, phases, mk_job, timeout, on_error, lock, objects, prose)| {
+                        let mut h = Header {
+                            mode,
+                            mk_job,
+                            on_error,
+                            lock: lock.clone(),
+                            ..Header::default()
+                        };
+                        let mut lines = Vec::new();
+                        if let Some(m) = mode {
+                            lines.push(Line::Key("mode", vec![m.as_str().into()]));
+                        }
+                        if let Some(p) = &phases {
+                            let words = match p {
+                                Phases::All => vec!["*".to_owned()],
+                                Phases::List(l) => l.clone(),
+                            };
+                            lines.push(Line::Key("phases", words));
+                        }
+                        h.phases = phases;
+                        if mk_job {
+                            lines.push(Line::MkJob);
+                        }
+                        if let Some((n, unit)) = timeout {
+                            let (suffix, factor) =
+                                [("", 1), ("s", 1), ("m", 60), ("h", 3600)][unit];
+                            h.timeout = Some(Duration::from_secs(n * factor));
+                            lines.push(Line::Key("timeout", vec![format!("{n}{suffix}")]));
+                        }
+                        if let Some(o) = on_error {
+                            lines.push(Line::Key("on-error", vec![o.as_str().into()]));
+                        }
+                        if let Some(l) = lock {
+                            lines.push(Line::Key("lock", vec![l]));
+                        }
+                        if let Some(list) = &objects {
+                            lines.push(Line::Key(
+                                "objects",
+                                list.iter().map(ToString::to_string).collect(),
+                            ));
+                        }
+                        h.objects = objects;
+                        lines.extend(prose.into_iter().map(Line::Prose));
+                        (Just(h), Just(lines).prop_shuffle())
+                    },
+                )
+        }
+
+        /// Free spacing: runs of spaces and tabs (possibly none).
+        fn gaps(n: usize) -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec("[ \t]{0,3}", n)
+        }
+
+        /// Renders `lines` as a hook: shebang, header, then a body whose comment lines
+        /// must be ignored. `gap` yields the spacing around `#`, key, `:` and values,
+        /// `crlf` says which lines end in CRLF.
+        fn render(lines: &[Line], gap: &mut dyn FnMut() -> String, crlf: &[bool]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let end = |out: &mut Vec<u8>, i: usize| {
+                if crlf.get(i).copied().unwrap_or(false) {
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    out.push(b'\n');
+                }
+            };
+            out.extend_from_slice(b"#!/bin/sh");
+            end(&mut out, 0);
+            for (i, line) in lines.iter().enumerate() {
+                let text = match line {
+                    Line::Key(key, words) => {
+                        let mut value = String::new();
+                        for (j, w) in words.iter().enumerate() {
+                            if j > 0 {
+                                // Between list words at least one blank.
+                                value.push_str(if j % 2 == 0 { " " } else { "\t" });
+                                value.push_str(&gap());
+                            }
+                            value.push_str(w);
+                        }
+                        format!("#{}{key}{}:{}{value}{}", gap(), gap(), gap(), gap())
+                    }
+                    Line::MkJob => format!("#{}mk-job{}", gap(), gap()),
+                    Line::Prose(p) => format!("# {p}"),
+                };
+                out.extend_from_slice(text.as_bytes());
+                end(&mut out, i + 1);
+            }
+            out.extend_from_slice(b"set -e\n# mode: sync\n# phases: after-the-header\nexit 0\n");
+            out
+        }
+
+        fn tight() -> String {
+            String::new()
+        }
+
+        /// Fragments that make header-like garbage more likely than plain random bytes.
+        const FRAGMENTS: &[&[u8]] = &[
+            b"#",
+            b"#!",
+            b" ",
+            b"\t",
+            b":",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"mode",
+            b"phases",
+            b"mk-job",
+            b"timeout",
+            b"on-error",
+            b"lock",
+            b"objects",
+            b"sync",
+            b"async",
+            b"*",
+            b"abort",
+            b"1-2",
+            b"99999999999999999999",
+            b"h",
+            b"web-*",
+            b"?",
+            b",",
+            b"/",
+            b"..",
+            b"\xff",
+            b"\xc3",
+            b"\x00",
+            b"-",
+            b"0",
+            b"a",
+        ];
+
+        fn garbage() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..HEADER_LIMIT + 64),
+                proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..400)
+                    .prop_map(|f| f.concat()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_bytes_parse_without_panicking(buf in garbage(), truncated: bool) {
+                let h = parse(&buf, truncated);
+                let lines = buf.split(|&b| b == b'\n').count();
+                for e in &h.errors {
+                    prop_assert!(e.line >= 1 && e.line <= lines, "{e:?} of {lines} lines");
+                    prop_assert!(KEYS.contains(&e.key));
+                }
+                // Lint reads the same bytes, plus its own passes over them.
+                let _ = crate::lint::lint_bytes(&buf, truncated, Some(("vzdump", &["job-start"])));
+            }
+
+            #[test]
+            fn a_valid_header_parses_back_to_its_values((want, lines) in valid_header()) {
+                let text = render(&lines, &mut tight, &[]);
+                let got = parse(&text, false);
+                prop_assert_eq!(&got, &want, "{}", String::from_utf8_lossy(&text));
+            }
+
+            #[test]
+            fn spacing_and_crlf_change_nothing(
+                (want, lines) in valid_header(),
+                spacing in gaps(64),
+                crlf in proptest::collection::vec(any::<bool>(), 16),
+            ) {
+                let mut next = spacing.into_iter().cycle();
+                let mut gap = || next.next().unwrap_or_default();
+                let text = render(&lines, &mut gap, &crlf);
+                let got = parse(&text, false);
+                prop_assert_eq!(&got, &want, "{:?}", String::from_utf8_lossy(&text));
+            }
+
+            #[test]
+            fn a_truncated_read_drops_only_the_cut_line(
+                (_want, lines) in valid_header(),
+                cut in any::<proptest::sample::Index>(),
+            ) {
+                let text = render(&lines, &mut tight, &[]);
+                let at = cut.index(text.len() + 1);
+                let head = &text[..at];
+                // What a read cut at `at` may use: the complete lines before the cut.
+                let complete = match head.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => &head[..=i],
+                    None => &head[..0],
+                };
+                prop_assert_eq!(parse(head, true), parse(complete, false));
+            }
+        }
+    }
 }

@@ -13,6 +13,10 @@ pub mod config;
 pub mod discover;
 pub mod dispatch;
 pub mod error;
+/// The checks the fuzz targets in `fuzz/` run (tests and the `fuzzing` feature only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod job;
 pub mod lint;

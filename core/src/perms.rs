@@ -65,13 +65,24 @@ pub fn check_symlink_target_dir(link: &Path, euid: u32) -> Result<(), String> {
 
 /// Everything `strict_permissions` checks for one hook that is about to run: the file
 /// and, for a symlink, the directory holding its target. (The hooks directory itself is
-/// checked once per dispatch with [`check_dir_path`].)
+/// checked with [`check_dir_path`].)
+///
+/// The file is looked at afresh, not as the scan saw it: an earlier hook of the
+/// dispatch, or anyone during a long one, may have changed its mode or replaced it
+/// since, and what is checked must be what is about to be executed. A file that has
+/// vanished passes here; starting it then fails with a message of its own.
 pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), String> {
-    let Some(cand) = entry.candidate() else {
+    if entry.candidate().is_none() {
         return Ok(());
+    }
+    let meta = match std::fs::metadata(&entry.path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect {}: {e}", entry.path.display())),
     };
-    check_hook(&entry.path, &cand.meta, euid)?;
-    if cand.symlink {
+    check_hook(&entry.path, &meta, euid)?;
+    let symlink = std::fs::symlink_metadata(&entry.path).is_ok_and(|m| m.file_type().is_symlink());
+    if symlink {
         check_symlink_target_dir(&entry.path, euid)?;
     }
     Ok(())

@@ -78,6 +78,10 @@ pub enum Output<'a> {
     CaptureStdout,
     /// stdin, stdout and stderr are the dispatcher's own (a worker's main command).
     Inherit,
+    /// Relayed unchanged like `Plain`, but at most this many bytes of stdout and stderr
+    /// together (an async hook's log): past that, one line says so, and the rest is
+    /// still read — the hook never blocks on a full pipe — and discarded.
+    Capped(u64),
 }
 
 #[derive(Debug)]
@@ -103,6 +107,8 @@ pub struct RunResult {
     pub captured: Vec<u8>,
     /// Captured stdout went over [`MAX_CAPTURE`] and was cut.
     pub capture_overflow: bool,
+    /// With [`Output::Capped`]: how many bytes of output were discarded past the cap.
+    pub discarded: u64,
 }
 
 /// Starts the hook and supervises it until it (and its pipes) are done.
@@ -153,6 +159,7 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
                 pipe_held: false,
                 captured: Vec::new(),
                 capture_overflow: false,
+                discarded: 0,
             };
         }
     };
@@ -204,6 +211,11 @@ struct Supervisor<'a> {
     interrupted: Option<i32>,
     captured: Vec<u8>,
     capture_overflow: bool,
+    /// With [`Output::Capped`]: bytes relayed so far, whether the last one was a
+    /// newline, and bytes discarded past the cap.
+    relayed: u64,
+    at_line_start: bool,
+    discarded: u64,
 }
 
 impl<'a> Supervisor<'a> {
@@ -257,6 +269,9 @@ impl<'a> Supervisor<'a> {
             interrupted: None,
             captured: Vec::new(),
             capture_overflow: false,
+            relayed: 0,
+            at_line_start: true,
+            discarded: 0,
         }
     }
 
@@ -266,6 +281,8 @@ impl<'a> Supervisor<'a> {
         if let Some(sig) = signals.stop_signal() {
             self.interrupt(sig);
         }
+        // Children that ended before now (their SIGCHLD may have been read already).
+        reap_others(self.pgid);
         let mut pipe_held = false;
         loop {
             let now = Instant::now();
@@ -353,6 +370,7 @@ impl<'a> Supervisor<'a> {
             pipe_held,
             captured: std::mem::take(&mut self.captured),
             capture_overflow: self.capture_overflow,
+            discarded: self.discarded,
         }
     }
 
@@ -438,6 +456,7 @@ impl<'a> Supervisor<'a> {
             let arrived = signals.drain();
             if arrived.child {
                 self.reap();
+                reap_others(self.pgid);
             }
             if let Some(sig) = arrived.terminate {
                 self.interrupt(sig);
@@ -468,6 +487,9 @@ impl<'a> Supervisor<'a> {
                     }
                 }
                 Output::Plain | Output::Inherit => write_all(&mut std::io::stdout().lock(), &chunk),
+                Output::Capped(cap) => {
+                    self.relay_capped(cap, &chunk, &mut std::io::stdout().lock())
+                }
                 Output::Prefixed(name) => relay_lines(
                     &mut self.stdout.lines,
                     &chunk,
@@ -495,6 +517,9 @@ impl<'a> Supervisor<'a> {
                     name,
                     &mut std::io::stderr().lock(),
                 ),
+                Output::Capped(cap) => {
+                    self.relay_capped(cap, &chunk, &mut std::io::stderr().lock())
+                }
                 _ => write_all(&mut std::io::stderr().lock(), &chunk),
             }
         }
@@ -503,6 +528,32 @@ impl<'a> Supervisor<'a> {
             if let Output::Prefixed(name) = self.cmd.output {
                 flush_partial(&mut self.stderr.lines, name, &mut std::io::stderr().lock());
             }
+        }
+    }
+
+    /// Relays `chunk` unchanged while the run's output is within `cap` bytes; the first
+    /// byte past it gets one line saying the rest is discarded, and the rest is counted.
+    fn relay_capped(&mut self, cap: u64, chunk: &[u8], out: &mut dyn Write) {
+        let room = cap.saturating_sub(self.relayed);
+        let keep = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if keep > 0 {
+            write_all(out, &chunk[..keep]);
+            self.relayed += keep as u64;
+            self.at_line_start = chunk[keep - 1] == b'\n';
+        }
+        if keep < chunk.len() {
+            if self.discarded == 0 {
+                let newline = if self.at_line_start { "" } else { "\n" };
+                write_all(
+                    out,
+                    format!(
+                        "{newline}hookrun: output truncated after {} MiB; the rest of this run's output is discarded\n",
+                        cap >> 20
+                    )
+                    .as_bytes(),
+                );
+            }
+            self.discarded += (chunk.len() - keep) as u64;
         }
     }
 
@@ -530,6 +581,34 @@ impl<'a> Supervisor<'a> {
             flush_partial(&mut self.stdout.lines, name, &mut std::io::stdout().lock());
             flush_partial(&mut self.stderr.lines, name, &mut std::io::stderr().lock());
         }
+    }
+}
+
+/// Reaps every exited child but the hook (`hook`, not yet reaped): async supervisors this
+/// process started, and orphans re-parented to it as a subreaper. Nobody else waits for
+/// them, and a dispatcher that lives on — `hookrun-worker run` during a long command,
+/// perhaps as a container's PID 1 — would otherwise collect zombies. Each exited child is
+/// looked at without reaping it first, so the hook's own status is never taken.
+fn reap_others(hook: Pid) {
+    loop {
+        // SAFETY: waitid with WNOWAIT only reads which child has exited into `info`.
+        let pid = unsafe {
+            let mut info: nix::libc::siginfo_t = std::mem::zeroed();
+            let rc = nix::libc::waitid(
+                nix::libc::P_ALL,
+                0,
+                &raw mut info,
+                nix::libc::WEXITED | nix::libc::WNOHANG | nix::libc::WNOWAIT,
+            );
+            if rc != 0 {
+                return;
+            }
+            info.si_pid()
+        };
+        if pid == 0 || pid == hook.as_raw() {
+            return;
+        }
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     }
 }
 

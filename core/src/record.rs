@@ -115,9 +115,20 @@ impl RecordLog {
             if n == line.len() {
                 Ok(())
             } else {
+                // A full disk took only part of the line: take it back out, or the next
+                // record appended (once there is room) would continue this broken line
+                // and neither would parse. Our bytes end at our descriptor's offset.
+                if n > 0
+                    && let Ok(end) = std::io::Seek::stream_position(f)
+                {
+                    let _ = f.set_len(end.saturating_sub(n as u64));
+                }
                 Err(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
-                    format!("short write ({n} of {} bytes)", line.len()),
+                    format!(
+                        "short write ({n} of {} bytes; is the file system full?)",
+                        line.len()
+                    ),
                 ))
             }
         });

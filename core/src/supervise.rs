@@ -29,6 +29,11 @@ use crate::record::{OutcomeKind, RecordLog, RunRecord};
 /// The argument that makes any hookrun binary act as an async supervisor.
 pub const SUPERVISOR_FLAG: &str = "--hookrun-async-supervisor";
 
+/// The most output of one async run that goes into its log: a hook that floods its
+/// output cannot fill the log directory. Past it, the log says so, and the rest is read
+/// and discarded (the hook is never blocked by a full pipe).
+pub const ASYNC_LOG_CAP: u64 = 64 << 20;
+
 /// Everything the supervisor needs, serialised as the first line of its stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AsyncSpec {
@@ -329,6 +334,7 @@ impl Supervisor {
         };
         let lock_ok = spec.lock.is_none() || guard.is_some();
         let mut run_started = SystemTime::now();
+        let mut truncated = 0;
         if lock_ok {
             run_started = SystemTime::now();
             let job = spec
@@ -354,10 +360,11 @@ impl Supervisor {
                 stdin: spec.has_stdin.then_some(self.payload.as_slice()),
                 timeout,
                 kill_grace: Duration::from_millis(spec.kill_grace_ms),
-                output: crate::process::Output::Plain,
+                output: crate::process::Output::Capped(ASYNC_LOG_CAP),
             };
             let result = crate::process::run_sync(&cmd, &mut signals);
             report.duration = result.duration;
+            truncated = result.discarded;
             if result.pipe_held {
                 tracing::warn!(
                     "a process the hook left behind still held its output open; stopped reading 1s after it exited"
@@ -379,7 +386,7 @@ impl Supervisor {
         let mut records = RecordLog::new(&self.log_dir);
         records.append(&record);
         say(&format!(
-            "=== {} end run {} hook {}: {}{} after {:.2}s{}",
+            "=== {} end run {} hook {}: {}{} after {:.2}s{}{}",
             crate::time::rfc3339(SystemTime::now()),
             rec.run_id,
             rec.hook,
@@ -393,7 +400,15 @@ impl Supervisor {
                 .message
                 .as_ref()
                 .map(|m| format!(": {m}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if truncated > 0 {
+                format!(
+                    "; output truncated after {} MiB, {truncated} more bytes discarded",
+                    ASYNC_LOG_CAP >> 20
+                )
+            } else {
+                String::new()
+            }
         ));
         if let Some(path) = running {
             let _ = std::fs::remove_file(path);
@@ -417,22 +432,36 @@ impl Supervisor {
             supervisor_pid: std::process::id(),
         };
         let body = serde_json::to_vec(&entry).ok()?;
-        std::fs::OpenOptions::new()
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o640)
             .open(&path)
-            .and_then(|mut f| f.write_all(&body))
-            .ok()?;
+            .and_then(|mut f| f.write_all(&body));
+        if written.is_err() {
+            // A full disk: an empty marker would only confuse `hookrun log`.
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
         Some(path)
     }
 }
 
-/// A start or end line in the async log (stdout is the log).
+/// A start or end line in the async log (stdout is the log). Control characters in it
+/// (a newline in an object or hook name) are escaped: no value can start a line of its
+/// own and pass for a start or end line.
 fn say(line: &str) {
+    let mut clean = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() {
+            clean.extend(c.escape_default());
+        } else {
+            clean.push(c);
+        }
+    }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{clean}");
     let _ = out.flush();
 }
 

@@ -12,6 +12,10 @@ pub mod cer;
 pub mod companions;
 pub mod dirlock;
 pub mod encrypt;
+/// The checks the `retention` fuzz target runs (tests and the `fuzzing` feature only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod retain_cli;
 pub mod retention;

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 mod bench;
+mod fuzz;
+mod man;
+mod package;
 mod packages;
 
 /// Exit code for a usage error (unknown or unavailable task), as sysexits' EX_USAGE is
@@ -27,14 +30,27 @@ const TASKS: &[(&str, Option<&str>, &str)] = &[
     (
         "test",
         Some("[CARGO-TEST-ARGS...]"),
-        "fmt check, clippy (-D warnings), build all binaries, then cargo test --workspace",
+        "fmt check, clippy (-D warnings), build all binaries, cargo test --workspace, then package --check",
     ),
-    ("package", None, "build the .deb packages"),
-    ("man", None, "generate man pages and shell completions"),
+    (
+        "package",
+        Some("[--revision N] [--check]"),
+        "release build, then one .deb per package in target/debian/ (--check: lintian, reproducibility, install/upgrade/purge in a chroot)",
+    ),
+    (
+        "man",
+        Some(""),
+        "write the man pages (docs/man/) and shell completions (completions/) from the clap definitions",
+    ),
     (
         "bench",
         Some("[--quick]"),
         "dispatch overhead against its floors and the seed; writes target/bench/latest.json",
+    ),
+    (
+        "fuzz",
+        Some("[--seconds N] [--check] [TARGET...]"),
+        "each cargo-fuzz target for N s (default 30; needs cargo-fuzz); fails on a crash; --check only builds them",
     ),
     ("help", Some(""), "print this list"),
 ];
@@ -45,6 +61,12 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
     let result = match task.as_deref().map(OsStr::to_string_lossy).as_deref() {
         Some("test") => test(&rest),
+        Some("package") => package::main(&project_root(), &target_dir(), &rest),
+        Some("man") if rest.is_empty() => man::run(&project_root()),
+        Some("man") => {
+            eprintln!("xtask: man takes no arguments\n");
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
         Some("bench") => match rest
             .iter()
             .map(|a| a.to_string_lossy())
@@ -58,6 +80,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::from(EXIT_USAGE))
             }
         },
+        Some("fuzz") => fuzz::run(&project_root(), &target_dir(), &rest),
         Some("help" | "-h" | "--help") => {
             print!("{}", usage());
             Ok(ExitCode::SUCCESS)
@@ -196,7 +219,7 @@ fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
     ];
 
     let started = Instant::now();
-    let total = steps.len();
+    let total = steps.len() + 1; // the packaging check below
     for (i, step) in steps.iter().enumerate() {
         eprintln!(
             "\n==> xtask test [{}/{total}] {}: {}",
@@ -230,6 +253,16 @@ fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
                 .unwrap_or(1);
             return Ok(ExitCode::from(code));
         }
+    }
+    // The .deb packages: built, lintian-clean, reproducible, installed/upgraded/purged.
+    eprintln!("\n==> xtask test [{total}/{total}] package: cargo xtask package --check");
+    let step_started = Instant::now();
+    if let Err(e) = package::check(&root, &target_dir()) {
+        eprintln!(
+            "\nxtask test: FAILED at step {total}/{total} 'package' after {}: {e:#}\nxtask test: fix the packaging (xtask/src/package.rs, pkg/); rerun only this step with: cargo xtask package --check",
+            elapsed(step_started.elapsed())
+        );
+        return Ok(ExitCode::FAILURE);
     }
     eprintln!(
         "\nxtask test: all {total} steps passed in {}",

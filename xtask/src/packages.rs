@@ -39,6 +39,15 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "qemu-system-x86",
         "the TCG guest of the libvirt end-to-end suite",
     ),
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps for the Depends of the .deb packages (cargo xtask package)",
+    ),
+    ("lintian", "the lintian check of the .deb packages"),
+    (
+        "debootstrap",
+        "the chroot of the packages' install, upgrade and purge cycle",
+    ),
 ];
 
 fn installed(package: &str) -> Option<bool> {

@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 backup container calls into a directory of small hooks. Each hook says in its first comment lines \
 when it runs (# phases:), whether the platform waits for it (# mode:), and what a failure does \
 (# on-error:).\n\nThis is the admin tool: it shows what would run (list), checks headers (lint), \
-dispatches for tools without their own adapter (run) and walks a simulated backup job (demo).",
+dispatches for tools without their own adapter (run), checks a whole installation (doctor), wires a \
+platform to hookrun (install) and walks a simulated backup job (demo).",
     after_help = "Configuration: /etc/hookrun/hookrun.toml, or the file named by HOOKRUN_CONFIG."
 )]
 pub struct Cli {
@@ -34,6 +35,10 @@ pub enum Command {
     Log(LogArgs),
     /// Walk a simulated vzdump backup job through hookrun-vzdump and the example hooks
     Demo(DemoArgs),
+    /// Check the installation: wiring, hooks directories, permissions, every hook, logs, Checkmk
+    Doctor(DoctorArgs),
+    /// Print the steps that wire a platform to hookrun; --apply performs the host-side ones
+    Install(InstallArgs),
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +126,70 @@ pub struct DemoArgs {
     /// Keep the demo's directory (hooks, config, dump dir, records) instead of removing it
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Only this platform: vzdump, pve-guest, libvirt (every driver), libvirt-DRIVER, worker, or a name used with 'hookrun run'
+    #[arg(long, short = 'p')]
+    pub platform: Option<String>,
+    /// One JSON document (platforms -> findings) instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Options for tests and for checking a mounted system image, hidden from --help
+/// (see `host.rs`): `--root DIR` resolves every host path under DIR; `--bin-dir DIR`
+/// says where the adapters are installed, as the host sees it.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Resolve every host path under DIR (DIR/etc/vzdump.conf, DIR/proc, ...)
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub root: Option<PathBuf>,
+    /// Where the adapters are, as the host sees it (default: beside this hookrun binary)
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InstallPlatform {
+    /// Proxmox vzdump: the script line of /etc/vzdump.conf
+    Vzdump,
+    /// Proxmox guest hookscripts: a snippet, then qm set / pct set
+    PveGuest,
+    /// libvirt: /etc/libvirt/hooks/DRIVER symlinks
+    Libvirt,
+    /// Container and cron workers
+    Worker,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The platform to wire
+    #[arg(value_enum)]
+    pub platform: InstallPlatform,
+    /// Perform the host-side steps (hooks directories, the script line of /etc/vzdump.conf, the snippet and libvirt symlinks), backing up any file it changes; guest configs are never changed
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: replace a script that is not hookrun's (vzdump script, snippet, /etc/libvirt/hooks/DRIVER), after backing it up
+    #[arg(long)]
+    pub force: bool,
+    /// pve-guest: print the qm set / pct set commands for these guests
+    #[arg(long = "vmid", value_name = "N", num_args = 1..)]
+    pub vmids: Vec<u32>,
+    /// libvirt: the drivers to wire (default qemu)
+    #[arg(long = "driver", value_name = "D", num_args = 1.., value_parser = clap::builder::PossibleValuesParser::new(["qemu", "lxc", "network", "daemon", "libxl", "bhyve"]))]
+    pub drivers: Vec<String>,
+    /// pve-guest: the storage whose snippets directory gets the snippet (default local)
+    #[arg(long, value_name = "S")]
+    pub storage: Option<String>,
+    /// libvirt, with --apply: restart the daemon that owns each driver instead of printing the command
+    #[arg(long)]
+    pub restart_daemon: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[cfg(test)]

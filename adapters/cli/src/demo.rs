@@ -384,23 +384,24 @@ fn records_table(log_dir: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// `hookrun-vzdump` beside this binary (installed packages, `cargo build`); from a
-/// source checkout run with `cargo run`, it is built first with the same profile.
+/// `hookrun-vzdump` beside this binary (installed packages, `cargo build`); when run by
+/// `cargo run` from a checkout, it is built first with the same profile.
 fn find_vzdump_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the hookrun binary itself")?;
     let beside = exe.with_file_name("hookrun-vzdump");
-    if beside.is_file() && !source_is_newer(&beside) {
+    let checkout = checkout();
+    let stale = checkout
+        .as_ref()
+        .is_some_and(|(workspace, _)| source_is_newer(workspace, &beside));
+    if beside.is_file() && !stale {
         return Ok(beside);
     }
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.join("../..");
-    if !workspace.join("Cargo.toml").is_file() {
+    let Some((workspace, cargo)) = checkout else {
         anyhow::bail!(
             "{} is missing; install the hookrun-vzdump package",
             beside.display()
         );
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    };
     let release = exe
         .parent()
         .and_then(Path::file_name)
@@ -429,9 +430,21 @@ fn find_vzdump_binary() -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
+/// The workspace and the cargo of a checkout this binary runs from under `cargo run`,
+/// which sets `CARGO_MANIFEST_DIR` and `CARGO` for the program. Read at run time, so no
+/// path of the build machine is compiled into the binary (packages stay reproducible).
+fn checkout() -> Option<(PathBuf, std::ffi::OsString)> {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")?;
+    let cargo = std::env::var_os("CARGO")?;
+    let workspace = Path::new(&manifest).join("../..");
+    workspace
+        .join("adapters/vzdump/Cargo.toml")
+        .is_file()
+        .then_some((workspace, cargo))
+}
+
 /// When run from a checkout, a stale adapter binary would make the demo show old code.
-fn source_is_newer(bin: &Path) -> bool {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+fn source_is_newer(workspace: &Path, bin: &Path) -> bool {
     let Ok(bin_time) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return true;
     };
@@ -442,8 +455,8 @@ fn source_is_newer(bin: &Path) -> bool {
             .max()
     };
     [
-        manifest_dir.join("../vzdump/src"),
-        manifest_dir.join("../../core/src"),
+        workspace.join("adapters/vzdump/src"),
+        workspace.join("core/src"),
     ]
     .iter()
     .filter_map(|d| newest(d))

@@ -1,10 +1,13 @@
-//! The `hookrun` admin CLI: `list`, `lint`, `run`, `demo`. It knows every platform's
+//! The `hookrun` admin CLI: `list`, `lint`, `run`, `log`, `demo`, `doctor`, `install`. It knows every platform's
 //! phases and defaults through the adapter libraries; the work itself is in the core.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A CLI's output is its interface.
 
 pub mod cli;
 mod demo;
+mod doctor;
+pub(crate) mod host;
+mod install;
 mod lint;
 pub(crate) mod list;
 mod log;
@@ -40,6 +43,8 @@ pub fn main_impl() -> i32 {
         Command::Run(a) => run::main(&a),
         Command::Log(a) => log::main(&a),
         Command::Demo(a) => demo::main(&a),
+        Command::Doctor(a) => doctor::main(&a),
+        Command::Install(a) => install::main(&a),
     };
     match result {
         Ok(code) => code,

@@ -160,7 +160,7 @@ fn lint_entry(
 
 /// The first line (1-based) of a script that runs `virsh` or another libvirt client,
 /// ignoring comment lines. Reads at most 1 MiB.
-fn calls_libvirt(path: &std::path::Path) -> Option<usize> {
+pub(crate) fn calls_libvirt(path: &std::path::Path) -> Option<usize> {
     use std::io::Read as _;
     let mut text = Vec::new();
     std::fs::File::open(path)

@@ -20,6 +20,11 @@ use std::path::Path;
 
 use hookrun_core::{OnError, Request};
 
+/// The checks the `libvirt` fuzz target runs (tests and the `fuzzing` feature only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The drivers libvirt has hooks for (`virHookDriver`).
 pub const DRIVERS: &[&str] = &["daemon", "qemu", "lxc", "network", "libxl", "bhyve"];
 
@@ -177,7 +182,12 @@ pub fn xml_facts(xml: &[u8]) -> Result<XmlFacts, String> {
     if !path.is_empty() {
         return Err("the document ends inside an element".into());
     }
-    let tidy = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    // The facts become environment variables: a NUL byte would make every hook fail to
+    // start, and no UUID or domain name holds a control character.
+    let tidy = |v: Option<String>| {
+        v.map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+    };
     Ok(XmlFacts {
         uuid: tidy(facts.uuid),
         port_owner: tidy(facts.port_owner),
@@ -486,6 +496,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(env_of(&r, "HOOKRUN_LIBVIRT_UUID"), None);
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_environment() {
+        // Found by the reliability suite: a NUL byte in the UUID went into
+        // HOOKRUN_LIBVIRT_UUID, and then no hook could be started at all.
+        for xml in [
+            &b"<domain><uuid>ab\0cd</uuid></domain>"[..],
+            b"<domain><uuid>ab\ncd</uuid></domain>",
+            b"<domain><uuid>ab&#10;cd</uuid></domain>",
+            b"<hookData><networkport><owner><name>vm\x01</name></owner></networkport></hookData>",
+        ] {
+            let facts = xml_facts(xml).unwrap_or_default();
+            assert_eq!(facts, XmlFacts::default(), "{xml:?}");
+        }
+        let r = request(
+            "qemu",
+            os(&["vm", "prepare", "begin", "-"]),
+            Some(b"<domain><uuid>ab\0cd</uuid></domain>".to_vec()),
+        )
+        .unwrap();
+        assert!(
+            r.env
+                .iter()
+                .all(|(k, v)| !k.as_encoded_bytes().contains(&0)
+                    && !v.as_encoded_bytes().contains(&0)),
+            "{:?}",
+            r.env
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod libvirt;
 mod libvirtd;
 mod process;
 mod pve_guest;
+mod reliability;
 mod seed;
 mod vzdump;
 mod worker;
@@ -69,3 +70,4 @@ pub(crate) fn rec(
         exit_code,
     )
 }
+mod admin;
