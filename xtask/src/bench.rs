@@ -326,7 +326,11 @@ pub fn run(root: &Path, target_dir: &Path, quick: bool) -> anyhow::Result<std::p
         };
         println!("==> bench: case 1 ({} rounds)", rounds);
         case.run(rounds, &nothing)?;
-        let rss = peak_rss_kib(&case.contenders[1])?;
+        // The worst of nine runs: a single sample can catch an unlucky moment either way.
+        let mut rss = 0;
+        for _ in 0..9 {
+            rss = rss.max(peak_rss_kib(&case.contenders[1])?);
+        }
         cases.push((case, Some(rss)));
     }
 
@@ -561,7 +565,7 @@ fn render(
             let met = *kib < 5 * 1024;
             let _ = writeln!(
                 s,
-                "| 5 peak RSS of hookrun-vzdump in case 1 | hookrun-vzdump | {:.2} MiB | | < 5 MiB: {} |",
+                "| 5 peak RSS of hookrun-vzdump in case 1 (worst of 9) | hookrun-vzdump | {:.2} MiB | | < 5 MiB: {} |",
                 *kib as f64 / 1024.0,
                 if met { "met" } else { "NOT met" }
             );
