@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -1782,13 +1781,7 @@ fn describe(
 /// A hook that runs `hookrun-copy-encrypt-retain` (the contrib drop-in, or one of its
 /// own), and whether it encrypts.
 fn contrib_use(path: &Path) -> Option<ContribUse> {
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(1 << 20)
-        .read_to_end(&mut text)
-        .ok()?;
-    let text = String::from_utf8_lossy(&text);
+    let text = crate::lint::script_text(path)?;
     let line = text
         .lines()
         .find(|l| !l.trim_start().starts_with('#') && l.contains("hookrun-copy-encrypt-retain"))?;

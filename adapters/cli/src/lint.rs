@@ -161,14 +161,7 @@ fn lint_entry(
 /// The first line (1-based) of a script that runs `virsh` or another libvirt client,
 /// ignoring comment lines. Reads at most 1 MiB.
 pub(crate) fn calls_libvirt(path: &std::path::Path) -> Option<usize> {
-    use std::io::Read as _;
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(1 << 20)
-        .read_to_end(&mut text)
-        .ok()?;
-    let text = String::from_utf8_lossy(&text);
+    let text = script_text(path)?;
     text.lines().enumerate().skip(1).find_map(|(i, line)| {
         let code = line.trim_start();
         if code.starts_with('#') {
@@ -185,4 +178,16 @@ pub(crate) fn calls_libvirt(path: &std::path::Path) -> Option<usize> {
             })
             .then_some(i + 1)
     })
+}
+
+/// A script's text for a look at what it runs: at most its first 1 MiB, lossily UTF-8.
+pub(crate) fn script_text(path: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .ok()?;
+    Some(String::from_utf8_lossy(&text).into_owned())
 }
