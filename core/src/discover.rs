@@ -148,22 +148,23 @@ impl ImplicitHooks {
 /// reported (and it is refused) where it would have run.
 pub fn apply_implicit(entries: &mut [Entry], rule: &ImplicitHooks) {
     for e in entries {
-        let Some(phase) = e
-            .name
-            .to_str()
-            .and_then(|n| rule.phase_of(n))
-            .map(str::to_owned)
-        else {
-            continue;
-        };
-        if let EntryState::Candidate(c) = &mut e.state
-            && c.header.phases.is_none()
-        {
-            c.header.phases = Some(crate::header::Phases::List(vec![phase]));
-            c.header.mode.get_or_insert(crate::header::Mode::Sync);
-            c.implicit = true;
+        if let EntryState::Candidate(c) = &mut e.state {
+            c.implicit = imply(&mut c.header, &e.name, rule);
         }
     }
+}
+
+/// The rule of [`apply_implicit`] for one header; true when it gave the header its phase.
+fn imply(header: &mut Header, name: &OsStr, rule: &ImplicitHooks) -> bool {
+    let Some(phase) = name.to_str().and_then(|n| rule.phase_of(n)) else {
+        return false;
+    };
+    if header.phases.is_some() {
+        return false;
+    }
+    header.phases = Some(crate::header::Phases::List(vec![phase.to_owned()]));
+    header.mode.get_or_insert(crate::header::Mode::Sync);
+    true
 }
 
 /// Classifies a name before touching the file.
@@ -418,13 +419,8 @@ fn classify(
     let mut header = header::parse(&buf[..len], truncated);
     let mut implicit = false;
     if let Some(f) = focus {
-        if let Some(rule) = f.implicit
-            && header.phases.is_none()
-            && let Some(phase) = name.to_str().and_then(|n| rule.phase_of(n))
-        {
-            header.phases = Some(crate::header::Phases::List(vec![phase.to_owned()]));
-            header.mode.get_or_insert(crate::header::Mode::Sync);
-            implicit = true;
+        if let Some(rule) = f.implicit {
+            implicit = imply(&mut header, name, rule);
         }
         if !header.wants_phase(f.phase) || !header.wants_object(f.object) {
             return None;
