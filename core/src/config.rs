@@ -30,6 +30,8 @@ pub struct Settings {
     pub mk_job_dir: PathBuf,
     pub mk_job: MkJobMode,
     pub default_timeout: Option<Duration>,
+    /// How long a hook waits for its `# lock:`; `None`: as long as its timeout.
+    pub lock_timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub strict_permissions: bool,
     pub prefix_output: bool,
@@ -45,6 +47,7 @@ impl Default for Settings {
             mk_job_dir: PathBuf::from("/var/lib/check_mk_agent/job"),
             mk_job: MkJobMode::Native,
             default_timeout: None,
+            lock_timeout: None,
             kill_grace: Duration::from_secs(5),
             strict_permissions: true,
             prefix_output: true,
@@ -61,6 +64,7 @@ struct Overrides {
     mk_job_dir: Option<PathBuf>,
     mk_job: Option<MkJobMode>,
     default_timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
     kill_grace: Option<Duration>,
     strict_permissions: Option<bool>,
     prefix_output: Option<bool>,
@@ -83,6 +87,9 @@ impl Overrides {
         );
         if self.default_timeout.is_some() {
             s.default_timeout = self.default_timeout;
+        }
+        if self.lock_timeout.is_some() {
+            s.lock_timeout = self.lock_timeout;
         }
         if self.hooks_dir.is_some() {
             s.hooks_dir.clone_from(&self.hooks_dir);
@@ -218,12 +225,13 @@ fn set_key(
             });
         }
         "default_timeout" => o.default_timeout = Some(duration_value(key, value)?),
+        "lock_timeout" => o.lock_timeout = Some(duration_value(key, value)?),
         "kill_grace" => o.kill_grace = Some(duration_value(key, value)?),
         "strict_permissions" => o.strict_permissions = Some(bool_value(key, value)?),
         "prefix_output" => o.prefix_output = Some(bool_value(key, value)?),
         _ => {
             return Err(format!(
-                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, kill_grace, strict_permissions, prefix_output{}",
+                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, lock_timeout, kill_grace, strict_permissions, prefix_output{}",
                 if in_platform {
                     ", hooks_dir"
                 } else {

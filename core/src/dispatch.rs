@@ -44,7 +44,15 @@ pub struct Request {
     /// `pre-restart`, where a failure would leave the guest stopped), failures are logged
     /// and the dispatch exits 0.
     pub may_fail: bool,
+    /// How long the platform waits between SIGTERM and SIGKILL when it stops us (Proxmox
+    /// tasks: 5 s). Hooks are given less than that to stop, so that hookrun still
+    /// records them and exits before the platform's SIGKILL.
+    pub platform_grace: Option<Duration>,
 }
+
+/// The share of a platform's grace that a hook gets to stop: the rest is hookrun's own,
+/// to record and exit.
+const GRACE_SHARE: f64 = 0.6;
 
 /// The result of one matched hook.
 #[derive(Debug, Clone)]
@@ -190,6 +198,12 @@ struct Dispatcher<'a> {
     /// Async hooks waiting to be launched together: consecutive ones in the directory,
     /// launched before the next sync hook runs or when the dispatch ends.
     pending: Vec<(AsyncSpec, HookReport)>,
+    /// The platform closed its end of our output: start nothing more.
+    caller_gone: bool,
+    /// Guarded and descriptors sealed (done once, before the first sync hook).
+    contained: bool,
+    /// This dispatch's running marker, once a sync hook has started.
+    marker: Option<crate::running::Marker>,
 }
 
 /// What the dispatch loop has concluded so far.
@@ -212,6 +226,9 @@ impl<'a> Dispatcher<'a> {
             filtered: None,
             any_failed: false,
             pending: Vec::new(),
+            caller_gone: false,
+            contained: false,
+            marker: None,
         }
     }
 
@@ -224,6 +241,7 @@ impl<'a> Dispatcher<'a> {
             first_failure: None,
         };
         let mut stopped_by = None;
+        crate::running::collect_lost(&self.settings.log_dir, &req.platform, &mut self.records);
 
         for entry in entries {
             let verdict = entry.verdict(&req.phase, object);
@@ -268,6 +286,10 @@ impl<'a> Dispatcher<'a> {
             }
             if let Some(by) = &done.aborted_by {
                 report.message = Some(format!("skipped: {by} failed with on-error abort"));
+            } else if self.caller_gone {
+                report.message = Some(
+                    "skipped: the caller closed its end of hookrun's output (it is gone)".into(),
+                );
             } else if let Some(sig) = stopped_by {
                 report.message = Some(format!("skipped: the dispatcher received signal {sig}"));
             } else if verdict == Verdict::HeaderInvalid {
@@ -309,6 +331,9 @@ impl<'a> Dispatcher<'a> {
             stopped_by = self.signals.as_mut().and_then(SignalWatch::stop_signal);
         }
 
+        if self.caller_gone && stopped_by.is_none() {
+            stopped_by = Some(nix::libc::SIGPIPE);
+        }
         let Outcomes {
             hooks,
             first_failure,
@@ -378,6 +403,44 @@ impl<'a> Dispatcher<'a> {
         env
     }
 
+    /// The grace between SIGTERM and SIGKILL for this dispatch's hooks: `kill_grace`,
+    /// cut to fit inside the platform's own grace.
+    fn kill_grace(&self) -> Duration {
+        match self.req.platform_grace {
+            Some(p) => self.settings.kill_grace.min(p.mul_f64(GRACE_SHARE)),
+            None => self.settings.kill_grace,
+        }
+    }
+
+    fn contain(&mut self) {
+        if !self.contained {
+            self.contained = true;
+            self.signals();
+            crate::contain::guard();
+            crate::contain::seal_inherited_descriptors();
+        }
+    }
+
+    /// The record a running marker holds for `hook`.
+    fn running_record(&self, hook: &str, job: &str, mode: Mode) -> RunRecord {
+        let req = self.req;
+        RunRecord {
+            time: crate::time::rfc3339(SystemTime::now()),
+            run_id: self.run_id.clone(),
+            platform: req.platform.clone(),
+            phase: req.phase.clone(),
+            object: req.object.clone(),
+            hook: hook.to_owned(),
+            mode: mode.as_str().to_owned(),
+            outcome: OutcomeKind::Running,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            job: job.to_owned(),
+            message: None,
+        }
+    }
+
     fn signals(&mut self) -> &mut SignalWatch {
         self.signals.get_or_insert_with(|| {
             SignalWatch::install()
@@ -427,7 +490,14 @@ impl<'a> Dispatcher<'a> {
             signal: report.signal,
             duration_ms: report.duration.as_millis() as u64,
             job,
+            message: report
+                .message
+                .clone()
+                .filter(|_| report.outcome != OutcomeKind::Ok),
         });
+        if let Some(m) = self.marker.as_mut() {
+            m.idle();
+        }
         if report.failed() {
             self.any_failed = true;
             if report.on_error != OnError::Warn && done.first_failure.is_none() {
@@ -496,8 +566,9 @@ impl<'a> Dispatcher<'a> {
                 .timeout
                 .or(self.settings.default_timeout)
                 .map(|t| t.as_millis() as u64),
-            kill_grace_ms: self.settings.kill_grace.as_millis() as u64,
+            kill_grace_ms: self.kill_grace().as_millis() as u64,
             lock: header.lock.clone(),
+            lock_timeout_ms: self.settings.lock_timeout.map(|t| t.as_millis() as u64),
             lock_dir: path_bytes(&self.settings.lock_dir),
             log_dir: path_bytes(&self.settings.log_dir),
             mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
@@ -515,6 +586,7 @@ impl<'a> Dispatcher<'a> {
                 signal: None,
                 duration_ms: 0,
                 job: job.to_owned(),
+                message: None,
             },
         }
     }
@@ -524,9 +596,17 @@ impl<'a> Dispatcher<'a> {
         let lock = header.lock.as_deref();
         let started = Instant::now();
         let lock_dir = self.settings.lock_dir.clone();
+        let lock_bound = self
+            .settings
+            .lock_timeout
+            .or(header_timeout)
+            .or(self.settings.default_timeout);
+        // From the first sync hook on, a guard makes sure nothing outlives this
+        // process, and hooks inherit no descriptor of the platform's but 0, 1 and 2.
+        self.contain();
         let _guard = match lock {
             None => None,
-            Some(name) => match lock::acquire(&lock_dir, name, self.signals()) {
+            Some(name) => match lock::acquire(&lock_dir, name, self.signals(), lock_bound) {
                 LockWait::Acquired(g) => Some(g),
                 LockWait::Interrupted(sig) => {
                     report.outcome = OutcomeKind::Skipped;
@@ -536,10 +616,17 @@ impl<'a> Dispatcher<'a> {
                     report.duration = started.elapsed();
                     return;
                 }
+                LockWait::TimedOut { waited, holder } => {
+                    report.outcome = OutcomeKind::LockTimeout;
+                    report.exit_code = Some(124);
+                    report.message = Some(lock_timeout_message(name, waited, holder.as_deref()));
+                    report.duration = started.elapsed();
+                    return;
+                }
                 LockWait::Failed(why) => {
                     report.outcome = OutcomeKind::SpawnError;
                     report.exit_code = Some(126);
-                    report.message = Some(why);
+                    report.message = Some(why.to_string());
                     report.duration = started.elapsed();
                     return;
                 }
@@ -559,6 +646,20 @@ impl<'a> Dispatcher<'a> {
         let mk_job = self
             .native_mk_job_dir(header.mk_job)
             .and_then(|dir| mkjob::start(dir, job));
+        let entry =
+            crate::running::RunningEntry::new(self.running_record(&report.name, job, Mode::Sync));
+        match self.marker.as_mut() {
+            Some(m) => {
+                m.update(&entry);
+            }
+            None => {
+                self.marker = crate::running::Marker::create(
+                    &crate::running::sync_dir(&self.settings.log_dir),
+                    &format!("{}.json", self.run_id),
+                    &entry,
+                );
+            }
+        }
         // The watch is taken out for the run: `cmd` borrows this dispatcher's input.
         self.signals();
         let mut signals = self.signals.take().expect("installed just above");
@@ -568,11 +669,21 @@ impl<'a> Dispatcher<'a> {
             env: &env,
             stdin: self.input(),
             timeout,
-            kill_grace: self.settings.kill_grace,
+            kill_grace: self.kill_grace(),
             output,
         };
         let result = process::run_sync(&cmd, &mut signals);
         self.signals = Some(signals);
+        if result.caller_gone() {
+            self.caller_gone = true;
+        }
+        if result.leftovers > 0 {
+            tracing::warn!(
+                "{}: exited but left processes running; they were stopped (SIGTERM, then SIGKILL after {}s). A hook's processes end with it: start long-running services through the service manager (systemd-run), or use '# mode: async'",
+                report.name,
+                self.kill_grace().as_secs()
+            );
+        }
         report.duration = result.duration;
         if result.pipe_held {
             tracing::warn!(
@@ -682,6 +793,15 @@ pub(crate) fn apply_ending(
                 "stopped: the dispatcher received signal {signal} and passed it on to the hook's process group"
             ));
         }
+        Ending::CallerGone(exit) => {
+            report.outcome = OutcomeKind::Signal;
+            set_exit(report, exit);
+            // What a plain hook script would have died of at its next write.
+            report.signal = Some(nix::libc::SIGPIPE);
+            report.message = Some(
+                "stopped: the caller closed its end of hookrun's output (it is gone), so the hook's processes were sent SIGTERM, then SIGKILL after the grace period".into(),
+            );
+        }
         Ending::SpawnFailed(e) => {
             report.outcome = OutcomeKind::SpawnError;
             let (code, why) = spawn_error(&e, path);
@@ -732,6 +852,17 @@ pub fn failure_exit_code(r: &HookReport) -> i32 {
         OutcomeKind::Refused => 126,
         OutcomeKind::SpawnError => r.exit_code.unwrap_or(126),
         OutcomeKind::Signal => 128 + r.signal.unwrap_or(0),
+        OutcomeKind::LockTimeout => 124,
+        OutcomeKind::Lost => 1,
         OutcomeKind::Ok | OutcomeKind::Skipped | OutcomeKind::Running => 0,
     }
+}
+
+/// Why a hook did not run after waiting for its lock.
+pub fn lock_timeout_message(name: &str, waited: Duration, holder: Option<&str>) -> String {
+    format!(
+        "not run: lock {name} was still held after {}s{} (raise lock_timeout or the hook's timeout, or find out why the holder takes so long)",
+        waited.as_secs(),
+        holder.map(|h| format!(" by {h}")).unwrap_or_default()
+    )
 }

@@ -10,6 +10,7 @@
 //! nothing here knows about Proxmox or libvirt.
 
 pub mod config;
+pub mod contain;
 pub mod discover;
 pub mod dispatch;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod objects;
 pub mod perms;
 pub mod process;
 pub mod record;
+pub mod running;
 pub mod signals;
 pub mod supervise;
 pub mod time;

@@ -1,22 +1,77 @@
 //! `# lock: NAME` (DESIGN §4): an exclusive `flock` on `<lock_dir>/NAME.lock`.
 //!
-//! The descriptor is close-on-exec, so neither the hook nor anything it leaves behind
-//! can hold the lock past the dispatcher's own hold. Waiting stays responsive to the
-//! dispatcher's signals: an operator can always stop a dispatch stuck behind a lock.
+//! - The descriptor is close-on-exec, so nothing a hook starts can hold the lock past
+//!   the dispatcher's own hold.
+//! - **Never free while the locked work runs.** `flock` ends with its holder, but a
+//!   killed holder's hooks take a moment to be stopped by its guard
+//!   ([`crate::contain`]). So the holder writes the identity of the process that
+//!   outlives its work (the guard) into the lock file, and clears it when it releases
+//!   the lock normally. Whoever takes the lock next and finds a live owner there waits
+//!   for that process to be gone: the previous work is then gone too.
+//! - **Bounded and loud.** A wait ends after its bound as its own outcome, names the
+//!   holder when it can be found, and is interrupted by the dispatcher's signals.
+//! - **Trusted directory.** The lock directory is refused when it is a symlink, owned by
+//!   another user, or writable by group or others: anyone who can create or replace
+//!   lock files there could hold every lock and stall root's backups.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
-use std::time::Duration;
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::contain::Identity;
 use crate::signals::SignalWatch;
 
-/// Held while the guard lives; dropping it closes the descriptor and releases the lock.
+/// The built-in `lock_dir`; processes not running as root use a directory of their own
+/// beside it, so an unprivileged worker never creates (and so owns) root's.
+pub const DEFAULT_LOCK_DIR: &str = "/run/lock/hookrun";
+
+/// Why a lock could not be used at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    #[error("lock name {name:?}: {why}")]
+    BadName { name: String, why: String },
+    #[error("cannot create lock directory {dir}: {why} (check lock_dir in the config)")]
+    CreateDir { dir: PathBuf, why: String },
+    #[error("lock directory {dir} is not safe: {why}; no lock there can be trusted (fix: {fix})")]
+    Untrusted {
+        dir: PathBuf,
+        why: String,
+        fix: String,
+    },
+    #[error("cannot open lock file {path}: {why}")]
+    Open { path: PathBuf, why: String },
+    #[error("cannot lock {path}: {why}")]
+    Lock { path: PathBuf, why: String },
+}
+
+impl LockError {
+    /// The command or change that fixes it, where there is one.
+    pub fn fix(&self) -> Option<&str> {
+        match self {
+            LockError::Untrusted { fix, .. } => Some(fix),
+            _ => None,
+        }
+    }
+}
+
+/// Held while the guard lives; dropping it clears the owner line and releases the lock.
 #[derive(Debug)]
 pub struct LockGuard {
-    _file: File,
+    file: File,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // A normal release says so; only a holder that died leaves its owner behind.
+        let _ = self.file.set_len(0);
+    }
 }
 
 #[derive(Debug)]
@@ -24,68 +79,271 @@ pub enum LockWait {
     Acquired(LockGuard),
     /// A terminating signal arrived while waiting.
     Interrupted(i32),
-    Failed(String),
+    /// The wait's bound passed; `holder` names who had it, when known.
+    TimedOut {
+        waited: Duration,
+        holder: Option<String>,
+    },
+    Failed(LockError),
 }
 
-pub fn open_lock_file(lock_dir: &Path, name: &str) -> Result<File, String> {
-    crate::header::validate_lock_name(name).map_err(|m| format!("lock name {name:?}: {m}"))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(lock_dir)
-        .map_err(|e| {
-            format!(
-                "cannot create lock directory {}: {e} (check lock_dir in the config)",
-                lock_dir.display()
-            )
-        })?;
-    let path = lock_dir.join(format!("{name}.lock"));
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))
-}
-
-/// Takes the lock if it is free; `Ok(None)` when someone else holds it.
-pub fn try_acquire(lock_dir: &Path, name: &str) -> Result<Option<LockGuard>, String> {
-    let file = open_lock_file(lock_dir, name)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(LockGuard { _file: file })),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(format!(
-            "cannot lock {}/{name}.lock: {e}",
-            lock_dir.display()
-        )),
+/// The lock directory to use: `lock_dir` as configured, except that the built-in default
+/// becomes `/run/lock/hookrun-<uid>` for processes not running as root.
+pub fn effective_dir(lock_dir: &Path) -> PathBuf {
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid != 0 && lock_dir == Path::new(DEFAULT_LOCK_DIR) {
+        PathBuf::from(format!("{DEFAULT_LOCK_DIR}-{euid}"))
+    } else {
+        lock_dir.to_owned()
     }
 }
 
-/// Waits for the lock, watching `signals` for a request to stop.
-pub fn acquire(lock_dir: &Path, name: &str, signals: &mut SignalWatch) -> LockWait {
-    let file = match open_lock_file(lock_dir, name) {
-        Ok(f) => f,
-        Err(why) => return LockWait::Failed(why),
-    };
-    let mut waited = false;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return LockWait::Acquired(LockGuard { _file: file }),
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
-                return LockWait::Failed(format!(
-                    "cannot lock {}/{name}.lock: {e}",
-                    lock_dir.display()
-                ));
+/// Opens (creating when missing, mode 0700) the lock directory without following a
+/// symlink in its last component, and checks it is ours alone.
+fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| LockError::CreateDir {
+                    dir: dir.to_owned(),
+                    why: e.to_string(),
+                })?;
+            }
+            // Not recursive for the last component: it must be ours, created now, or
+            // checked below when someone else was quicker.
+            if let Err(e) =
+                std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                    .create(dir)
+                && e.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(LockError::CreateDir {
+                    dir: dir.to_owned(),
+                    why: e.to_string(),
+                });
             }
         }
+        Err(e) => {
+            return Err(LockError::CreateDir {
+                dir: dir.to_owned(),
+                why: e.to_string(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let c =
+        std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| LockError::CreateDir {
+            dir: dir.to_owned(),
+            why: "the path contains a NUL byte".into(),
+        })?;
+    // SAFETY: open(2) on a NUL-terminated path; the descriptor is owned at once.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        let why =
+            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                "it is a symlink or not a directory".to_owned()
+            } else {
+                e.to_string()
+            };
+        return Err(LockError::Untrusted {
+            dir: dir.to_owned(),
+            why,
+            fix: format!(
+                "rm -rf {0} (hookrun creates it again, mode 0700)",
+                dir.display()
+            ),
+        });
+    }
+    // SAFETY: fd was just returned by open(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let meta = File::from(fd.try_clone().map_err(|e| LockError::Open {
+        path: dir.to_owned(),
+        why: e.to_string(),
+    })?)
+    .metadata()
+    .map_err(|e| LockError::Open {
+        path: dir.to_owned(),
+        why: e.to_string(),
+    })?;
+    if meta.uid() != euid {
+        return Err(LockError::Untrusted {
+            dir: dir.to_owned(),
+            why: format!(
+                "it is owned by {} (uid {}), not by {} (uid {euid}) that takes the locks",
+                user_name(meta.uid()),
+                meta.uid(),
+                user_name(euid)
+            ),
+            fix: format!(
+                "rm -rf {0} (hookrun creates it again, mode 0700), or set lock_dir to a directory of your own",
+                dir.display()
+            ),
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(LockError::Untrusted {
+            dir: dir.to_owned(),
+            why: format!(
+                "it is writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ),
+            fix: format!("chmod go-w {}", dir.display()),
+        });
+    }
+    Ok(fd)
+}
+
+pub fn open_lock_file(lock_dir: &Path, name: &str) -> Result<File, LockError> {
+    crate::header::validate_lock_name(name).map_err(|m| LockError::BadName {
+        name: name.to_owned(),
+        why: m.to_string(),
+    })?;
+    let dir = effective_dir(lock_dir);
+    let dirfd = open_dir(&dir)?;
+    let path = dir.join(format!("{name}.lock"));
+    let c = std::ffi::CString::new(format!("{name}.lock")).map_err(|_| LockError::BadName {
+        name: name.to_owned(),
+        why: "contains a NUL byte".into(),
+    })?;
+    // SAFETY: openat(2) relative to the directory we checked, never following a link.
+    let fd = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(LockError::Open {
+            path,
+            why: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    // SAFETY: a fresh descriptor from openat(2).
+    let file = unsafe { File::from_raw_fd(fd) };
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err(LockError::Open {
+            path,
+            why: "not a regular file".into(),
+        }),
+        Err(e) => Err(LockError::Open {
+            path,
+            why: e.to_string(),
+        }),
+    }
+}
+
+/// The owner line a holder left in the lock file, when that process still lives.
+fn live_owner(file: &mut File) -> Option<Identity> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    Read::by_ref(file)
+        .take(512)
+        .read_to_string(&mut text)
+        .ok()?;
+    let id = text.lines().find_map(|l| l.strip_prefix("owner "))?;
+    let id = Identity::from_line(id)?;
+    (id != crate::contain::owner() && id.alive()).then_some(id)
+}
+
+fn write_owner(file: &mut File) {
+    let line = format!(
+        "owner {}\nuid {}\n",
+        crate::contain::owner().to_line(),
+        nix::unistd::geteuid().as_raw()
+    );
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = file.write_all(line.as_bytes());
+}
+
+/// Takes the lock if it is free; `Ok(None)` when someone else holds it (or its last
+/// holder's work is still being stopped).
+pub fn try_acquire(lock_dir: &Path, name: &str) -> Result<Option<LockGuard>, LockError> {
+    let mut file = open_lock_file(lock_dir, name)?;
+    match file.try_lock() {
+        Ok(()) => {
+            if live_owner(&mut file).is_some() {
+                return Ok(None);
+            }
+            write_owner(&mut file);
+            Ok(Some(LockGuard { file }))
+        }
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(LockError::Lock {
+            path: effective_dir(lock_dir).join(format!("{name}.lock")),
+            why: e.to_string(),
+        }),
+    }
+}
+
+/// Waits for the lock, at most `bound` (none: until a signal), watching `signals` for a
+/// request to stop.
+pub fn acquire(
+    lock_dir: &Path,
+    name: &str,
+    signals: &mut SignalWatch,
+    bound: Option<Duration>,
+) -> LockWait {
+    let mut file = match open_lock_file(lock_dir, name) {
+        Ok(f) => f,
+        Err(e) => return LockWait::Failed(e),
+    };
+    let start = Instant::now();
+    let mut waited = false;
+    let mut pause = Duration::from_millis(5);
+    let mut next_note = start + Duration::from_secs(60);
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                if live_owner(&mut file).is_none() {
+                    write_owner(&mut file);
+                    return LockWait::Acquired(LockGuard { file });
+                }
+                // The last holder died and its guard is still stopping its hooks.
+                let _ = file.unlock();
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => {
+                return LockWait::Failed(LockError::Lock {
+                    path: effective_dir(lock_dir).join(format!("{name}.lock")),
+                    why: e.to_string(),
+                });
+            }
+        }
+        let now = Instant::now();
         if !waited {
-            tracing::info!("waiting for lock {name} (another run holds it)");
+            tracing::info!(
+                "waiting for lock {name} (held by {}){}",
+                holder(lock_dir, name).unwrap_or_else(|| "another run".into()),
+                bound
+                    .map(|b| format!(", at most {}s", b.as_secs()))
+                    .unwrap_or_default()
+            );
             waited = true;
+        } else if now >= next_note {
+            tracing::info!(
+                "still waiting for lock {name} after {}s (held by {})",
+                (now - start).as_secs(),
+                holder(lock_dir, name).unwrap_or_else(|| "another run".into())
+            );
+            next_note = now + Duration::from_secs(60);
+        }
+        if let Some(b) = bound
+            && now - start >= b
+        {
+            return LockWait::TimedOut {
+                waited: now - start,
+                holder: holder(lock_dir, name),
+            };
         }
         let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
         let _ = poll(
@@ -97,4 +355,59 @@ pub fn acquire(lock_dir: &Path, name: &str, signals: &mut SignalWatch) -> LockWa
         }
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// Who holds the lock, from `/proc/locks` (any holder, even one that is not hookrun):
+/// `pid N (command, user U)`.
+pub fn holder(lock_dir: &Path, name: &str) -> Option<String> {
+    let path = effective_dir(lock_dir).join(format!("{name}.lock"));
+    let meta = std::fs::metadata(&path).ok()?;
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        nix::libc::major(meta.dev()),
+        nix::libc::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    for line in locks.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(pos) = fields.iter().position(|f| *f == "FLOCK") else {
+            continue;
+        };
+        let (Some(pid), Some(dev_ino)) = (fields.get(pos + 3), fields.get(pos + 4)) else {
+            continue;
+        };
+        if *dev_ino != want {
+            continue;
+        }
+        let pid: u32 = pid.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_else(|_| "?".into());
+        let uid = std::fs::metadata(format!("/proc/{pid}"))
+            .map(|m| m.uid())
+            .ok();
+        return Some(match uid {
+            Some(uid) => format!("pid {pid} ({comm}, user {})", user_name(uid)),
+            None => format!("pid {pid} ({comm})"),
+        });
+    }
+    None
+}
+
+/// A user's name from `/etc/passwd`, read directly (no NSS: static builds have none).
+pub fn user_name(uid: u32) -> String {
+    if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
+        for line in text.lines() {
+            let mut f = line.split(':');
+            let (Some(name), _, Some(id)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if id.parse() == Ok(uid) {
+                return name.to_owned();
+            }
+        }
+    }
+    uid.to_string()
 }

@@ -1,31 +1,44 @@
 //! Running one sync hook to completion (DESIGN §4).
 //!
-//! The hook gets its own process group. One `poll` loop watches its stdout and stderr,
-//! the stdin payload still to be written, and the dispatcher's signals, so that:
-//! - output is relayed line by line as it comes, prefixed with the hook's name;
-//! - a timeout sends SIGTERM to the whole group, then SIGKILL after the grace period;
-//! - SIGTERM/SIGINT/SIGHUP to the dispatcher reach the hook's group the same way;
-//! - once the hook has exited, a background process still holding its pipes delays the
-//!   dispatcher by at most [`PIPE_GRACE`], never forever;
+//! The hook gets its own process group; its unit ([`crate::contain::Unit`]) is that group
+//! plus everything else below us, which a subreaper keeps together even across `setsid`.
+//! One `poll` loop watches the hook's stdout and stderr, the stdin payload still to be
+//! written, the platform's ends of our own stdout and stderr, and our signals, so that:
+//! - output is relayed line by line as it comes, prefixed with the hook's name, and a
+//!   platform that reads slowly slows the hook instead of the loop: relayed output waits
+//!   in a bounded buffer, and while that is full the hook's pipes are not read;
+//! - a timeout sends SIGTERM to the whole unit, then SIGKILL after the grace period,
+//!   and nothing — a stalled reader included — delays either;
+//! - SIGTERM/SIGINT/SIGHUP to the dispatcher reach the unit the same way;
+//! - the platform closing its end of our stdout or stderr (EPIPE, POLLERR) means the
+//!   caller is gone: the unit is stopped as for SIGTERM;
+//! - once the hook has exited, processes it left behind get [`PIPE_GRACE`] to finish,
+//!   then are stopped like a timed-out unit: a hook never outlives its run, and a lock is
+//!   never released while something of the locked hook still runs;
 //! - a process that survives SIGKILL (stuck in the kernel) is abandoned after
 //!   [`KILL_WAIT`] rather than hanging the platform.
 
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+use crate::contain::Unit;
+use crate::mkjob::Usage;
 use crate::signals::SignalWatch;
 
-/// How long the dispatcher keeps reading a finished hook's pipes.
+/// How long a finished hook's leftovers may go on (holding its pipes, or not) before
+/// they are stopped.
 pub const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// How long after SIGKILL the dispatcher waits for the hook before giving up on it.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -33,6 +46,14 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 const MAX_LINE: usize = 64 * 1024;
 /// Captured stdout (filter hooks) is bounded like the platform's own input.
 pub const MAX_CAPTURE: usize = 64 * 1024 * 1024;
+/// Relayed output waiting for a slow platform; past this the hook's pipes are left
+/// unread until the platform catches up.
+pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+/// The most a pipe takes without blocking once `poll` says it is writable (PIPE_BUF).
+const PIPE_CHUNK: usize = 4096;
+
+/// The hook leader being supervised, whose status only `wait4` on it may take.
+static LEADER: AtomicI32 = AtomicI32::new(0);
 
 /// How the hook ended, as the operating system reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +62,6 @@ pub enum Exit {
     Signal(i32),
     /// Did not die even after SIGKILL; left behind.
     Abandoned,
-}
-
-impl From<ExitStatus> for Exit {
-    fn from(s: ExitStatus) -> Exit {
-        match (s.code(), s.signal()) {
-            (Some(c), _) => Exit::Code(c),
-            (None, Some(sig)) => Exit::Signal(sig),
-            (None, None) => Exit::Abandoned,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -64,6 +75,8 @@ pub enum Ending {
         signal: i32,
         exit: Exit,
     },
+    /// The platform closed its end of our stdout or stderr; the unit was stopped.
+    CallerGone(Exit),
     SpawnFailed(std::io::Error),
 }
 
@@ -103,15 +116,27 @@ pub struct RunResult {
     pub duration: Duration,
     /// A process the hook left behind still held its output pipes when it ended.
     pub pipe_held: bool,
+    /// Processes the hook left running after it exited, which were stopped.
+    pub leftovers: usize,
     /// Stdout, with [`Output::CaptureStdout`].
     pub captured: Vec<u8>,
     /// Captured stdout went over [`MAX_CAPTURE`] and was cut.
     pub capture_overflow: bool,
     /// With [`Output::Capped`]: how many bytes of output were discarded past the cap.
     pub discarded: u64,
+    /// The hook's own resource use (`wait4`), when it was reaped.
+    pub usage: Option<Usage>,
 }
 
-/// Starts the hook and supervises it until it (and its pipes) are done.
+impl RunResult {
+    /// The platform closed our output: the dispatch should end.
+    pub fn caller_gone(&self) -> bool {
+        matches!(self.ending, Ending::CallerGone(_))
+    }
+}
+
+/// Starts the hook and supervises it until it, everything it started, and its pipes
+/// are done.
 pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
     let start = Instant::now();
     let mut command = Command::new(cmd.program);
@@ -141,7 +166,6 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(|| {
-                use nix::libc;
                 let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
                 libc::setpgid(0, 0);
                 libc::tcsetpgrp(0, libc::getpid());
@@ -157,13 +181,17 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
                 ending: Ending::SpawnFailed(e),
                 duration: start.elapsed(),
                 pipe_held: false,
+                leftovers: 0,
                 captured: Vec::new(),
                 capture_overflow: false,
                 discarded: 0,
+                usage: None,
             };
         }
     };
+    LEADER.store(child.id() as i32, Ordering::Relaxed);
     let result = Supervisor::new(child, cmd, start).run(signals);
+    LEADER.store(0, Ordering::Relaxed);
     if terminal {
         reclaim_terminal();
     }
@@ -173,7 +201,7 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
 /// Whether stdin is a terminal whose foreground process group is ours.
 fn stdin_is_foreground_terminal() -> bool {
     // SAFETY: plain queries on descriptor 0.
-    unsafe { nix::libc::isatty(0) == 1 && nix::libc::tcgetpgrp(0) == nix::libc::getpgrp() }
+    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
 /// Makes our process group the terminal's foreground group again.
@@ -181,7 +209,6 @@ fn reclaim_terminal() {
     // SAFETY: SIGTTOU is ignored only around the call, so a background tcsetpgrp does
     // not stop us; the previous disposition is restored.
     unsafe {
-        use nix::libc;
         let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
         libc::tcsetpgrp(0, libc::getpgrp());
         libc::signal(libc::SIGTTOU, old);
@@ -193,22 +220,191 @@ struct Stream<R> {
     lines: Vec<u8>,
 }
 
+/// What kind of file the platform gave us as stdout or stderr, which decides how to
+/// write to it without ever blocking the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkKind {
+    /// A pipe or FIFO: after POLLOUT, up to PIPE_BUF bytes go in without blocking.
+    Pipe,
+    /// A socket (a systemd journal stream): `send` with MSG_DONTWAIT.
+    Socket,
+    /// A terminal: written after POLLOUT in small pieces.
+    Terminal,
+    /// A regular file or /dev/null: never blocks.
+    File,
+    /// Not open: output is dropped.
+    Closed,
+}
+
+/// Our stdout or stderr towards the platform, with the output still to be written.
+struct Sink {
+    fd: i32,
+    kind: SinkKind,
+    queue: Vec<u8>,
+    /// Written bytes at the front of `queue`.
+    sent: usize,
+    /// The reader is gone (EPIPE, POLLERR).
+    broken: bool,
+}
+
+impl Sink {
+    fn new(fd: i32) -> Sink {
+        // SAFETY: fstat into a zeroed buffer on one of our standard descriptors.
+        let kind = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &raw mut st) != 0 {
+                SinkKind::Closed
+            } else {
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFIFO => SinkKind::Pipe,
+                    libc::S_IFSOCK => SinkKind::Socket,
+                    libc::S_IFCHR if libc::isatty(fd) == 1 => SinkKind::Terminal,
+                    _ => SinkKind::File,
+                }
+            }
+        };
+        Sink {
+            fd,
+            kind,
+            queue: Vec::new(),
+            sent: 0,
+            broken: false,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.queue.len() - self.sent
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.broken || self.kind == SinkKind::Closed || data.is_empty() {
+            return;
+        }
+        self.queue.extend_from_slice(data);
+        self.flush();
+    }
+
+    /// Writes what the reader takes right now; never blocks.
+    fn flush(&mut self) {
+        while self.pending() > 0 && !self.broken {
+            let data = &self.queue[self.sent..];
+            let n = match self.kind {
+                SinkKind::Closed => data.len() as isize,
+                SinkKind::File => raw_write(self.fd, data),
+                SinkKind::Socket => {
+                    // SAFETY: send on our own descriptor from a live buffer.
+                    unsafe {
+                        libc::send(
+                            self.fd,
+                            data.as_ptr().cast(),
+                            data.len(),
+                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                        )
+                    }
+                }
+                SinkKind::Pipe | SinkKind::Terminal => {
+                    if !writable_now(self.fd) {
+                        return;
+                    }
+                    let limit = if self.kind == SinkKind::Pipe {
+                        PIPE_CHUNK
+                    } else {
+                        256
+                    };
+                    raw_write(self.fd, &data[..data.len().min(limit)])
+                }
+            };
+            if n < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) => return,
+                    // The reader is gone: the caller went away.
+                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
+                        self.broken = true;
+                        self.queue.clear();
+                        self.sent = 0;
+                        return;
+                    }
+                    // A full disk under an async log, EIO on a terminal: this output is
+                    // lost, the hook is not stopped for it (the record says how it ended).
+                    _ => {
+                        self.queue.clear();
+                        self.sent = 0;
+                        return;
+                    }
+                }
+            }
+            self.sent += n as usize;
+        }
+        if self.pending() == 0 {
+            self.queue.clear();
+            self.sent = 0;
+        } else if self.sent > MAX_PENDING_OUTPUT {
+            self.queue.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// What to ask `poll` for: POLLOUT while output waits; otherwise nothing, which
+    /// still reports POLLERR when the reader of a pipe goes away.
+    fn poll_flags(&self) -> Option<PollFlags> {
+        if self.broken || matches!(self.kind, SinkKind::Closed | SinkKind::File) {
+            return None;
+        }
+        Some(if self.pending() > 0 {
+            PollFlags::POLLOUT
+        } else {
+            PollFlags::empty()
+        })
+    }
+
+    fn borrowed(&self) -> BorrowedFd<'_> {
+        // SAFETY: descriptors 1 and 2 stay open for the life of the process.
+        unsafe { BorrowedFd::borrow_raw(self.fd) }
+    }
+}
+
+fn raw_write(fd: i32, data: &[u8]) -> isize {
+    // SAFETY: write from a live buffer to one of our descriptors.
+    unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) }
+}
+
+fn writable_now(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let rc = unsafe { libc::poll(&raw mut p, 1, 0) };
+    // POLLERR/POLLHUP also count: the write then reports EPIPE, which is the answer.
+    rc > 0 && p.revents != 0
+}
+
 struct Supervisor<'a> {
     cmd: &'a SyncCommand<'a>,
     child: Child,
-    pgid: Pid,
+    pid: Pid,
+    unit: Unit,
     start: Instant,
     stdout: Stream<ChildStdout>,
     stderr: Stream<ChildStderr>,
     stdin: Option<ChildStdin>,
     stdin_pos: usize,
-    status: Option<ExitStatus>,
+    out: Sink,
+    err: Sink,
+    status: Option<Exit>,
+    usage: Option<Usage>,
     exited_at: Option<Instant>,
-    /// When SIGTERM (or the forwarded signal) went to the group.
+    /// When SIGTERM (or the forwarded signal) went to the unit.
     term_sent: Option<Instant>,
     kill_sent: Option<Instant>,
     timed_out: bool,
     interrupted: Option<i32>,
+    caller_gone: bool,
+    /// Processes left after the hook exited, when they were stopped.
+    leftovers: usize,
+    /// The unit has been seen empty since the leader exited.
+    unit_done: bool,
     captured: Vec<u8>,
     capture_overflow: bool,
     /// With [`Output::Capped`]: bytes relayed so far, whether the last one was a
@@ -229,10 +425,10 @@ impl<'a> Supervisor<'a> {
         if let (Some(pipe), Some(payload)) = (&stdin, cmd.stdin)
             && payload.len() > 64 * 1024
         {
-            let size = payload.len().min(1 << 20) as nix::libc::c_int;
+            let size = payload.len().min(1 << 20) as libc::c_int;
             // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
             unsafe {
-                nix::libc::fcntl(pipe.as_raw_fd(), nix::libc::F_SETPIPE_SZ, size);
+                libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size);
             }
         }
         for fd in [
@@ -245,11 +441,17 @@ impl<'a> Supervisor<'a> {
         {
             set_nonblocking(fd);
         }
-        let pgid = Pid::from_raw(child.id() as i32);
+        let pid = Pid::from_raw(child.id() as i32);
+        let (out, err) = match cmd.output {
+            // The hook writes to our descriptors itself; we relay nothing.
+            Output::Inherit => (Sink::closed(1), Sink::closed(2)),
+            _ => (Sink::new(1), Sink::new(2)),
+        };
         Supervisor {
             cmd,
             child,
-            pgid,
+            pid,
+            unit: Unit { pgid: pid },
             start,
             stdout: Stream {
                 pipe: stdout,
@@ -261,12 +463,18 @@ impl<'a> Supervisor<'a> {
             },
             stdin,
             stdin_pos: 0,
+            out,
+            err,
             status: None,
+            usage: None,
             exited_at: None,
             term_sent: None,
             kill_sent: None,
             timed_out: false,
             interrupted: None,
+            caller_gone: false,
+            leftovers: 0,
+            unit_done: false,
             captured: Vec::new(),
             capture_overflow: false,
             relayed: 0,
@@ -276,88 +484,112 @@ impl<'a> Supervisor<'a> {
     }
 
     fn run(mut self, signals: &mut SignalWatch) -> RunResult {
-        let deadline = self.cmd.timeout.map(|t| self.start + t);
+        // A timeout too large for the clock is no timeout (headers are range-checked;
+        // this keeps the loop itself panic-free whatever it is given).
+        let deadline = self.cmd.timeout.and_then(|t| self.start.checked_add(t));
+        let grace = self.cmd.kill_grace;
         // A stop requested before the hook even started is passed on at once.
         if let Some(sig) = signals.stop_signal() {
             self.interrupt(sig);
         }
-        // Children that ended before now (their SIGCHLD may have been read already).
-        reap_others(self.pgid);
         let mut pipe_held = false;
         loop {
             let now = Instant::now();
             if self.status.is_none() {
                 self.reap();
             }
-            // Decide whether we are done, and how long we may sleep otherwise.
             let mut wake: Option<Instant> = None;
             let mut soonest = |t: Instant| wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
+
             if let Some(exited) = self.exited_at {
-                // After SIGKILL the pipes close as the group dies; give them the grace
-                // from then, not from the leader's exit.
-                let exited = self.kill_sent.map_or(exited, |k| k.max(exited));
+                if !self.unit_done && !self.unit.alive() {
+                    self.unit_done = true;
+                }
                 let pipes_open = self.stdout.pipe.is_some() || self.stderr.pipe.is_some();
-                // A group we are terminating is waited for until it is gone: through the
-                // grace period, and after SIGKILL until the kernel has really ended it
-                // (bounded by KILL_WAIT for processes stuck in the kernel).
-                let group_lingers = self.term_sent.is_some()
-                    && self.kill_sent.is_none_or(|k| now < k + KILL_WAIT)
-                    && self.group_alive();
-                if !pipes_open && !group_lingers {
+                if !pipes_open && self.unit_done {
                     break;
                 }
-                if group_lingers {
-                    // Members of a group we are terminating do not send us SIGCHLD.
-                    soonest(now + Duration::from_millis(20));
-                } else if now >= exited + PIPE_GRACE {
-                    pipe_held = true;
-                    break;
-                } else {
+                if self.term_sent.is_none() {
+                    // Leftovers get PIPE_GRACE after the hook's exit to finish by
+                    // themselves, then they are stopped like a timed-out unit.
+                    if now >= exited + PIPE_GRACE {
+                        if pipes_open {
+                            pipe_held = true;
+                            self.close_pipes();
+                        }
+                        if !self.unit_done {
+                            self.term_sent = Some(now);
+                            self.leftovers = self.unit.signal(Signal::SIGTERM).max(1);
+                        }
+                        continue;
+                    }
                     soonest(exited + PIPE_GRACE);
+                    if !self.unit_done {
+                        // Deeper leftovers do not send us SIGCHLD when they end.
+                        soonest(now + Duration::from_millis(50));
+                    }
                 }
-            } else if let Some(killed) = self.kill_sent {
-                if now >= killed + KILL_WAIT {
-                    break;
-                }
-                soonest(killed + KILL_WAIT);
             }
-            if self.kill_sent.is_none() {
-                match self.term_sent {
-                    Some(t) => soonest(t + self.cmd.kill_grace),
-                    None if self.status.is_none() => {
-                        if let Some(d) = deadline {
-                            soonest(d);
+            if let Some(t) = self.term_sent {
+                if self.unit_done && self.status.is_some() {
+                    if self.stdout.pipe.is_some() || self.stderr.pipe.is_some() {
+                        // Everyone is dead; the pipes close as the kernel tears down.
+                        soonest(now + Duration::from_millis(20));
+                        if self.exited_at.is_some_and(|e| now >= e + PIPE_GRACE) {
+                            pipe_held = true;
+                            break;
+                        }
+                    } else {
+                        break;
+                    }
+                } else {
+                    match self.kill_sent {
+                        None if now >= t + grace => {
+                            self.kill_sent = Some(now);
+                            self.unit.signal(Signal::SIGKILL);
+                            continue;
+                        }
+                        None => soonest(t + grace),
+                        Some(k) if now >= k + KILL_WAIT => break,
+                        Some(_) => {
+                            // A unit that forks while dying needs more than one sweep.
+                            if self.unit.alive() {
+                                self.unit.signal(Signal::SIGKILL);
+                            } else if self.status.is_some() {
+                                self.unit_done = true;
+                            }
+                            soonest(now + Duration::from_millis(20));
                         }
                     }
-                    None => {}
+                    if self.status.is_none() || !self.unit_done {
+                        soonest(now + Duration::from_millis(50));
+                    }
                 }
+            } else if self.status.is_none()
+                && let Some(d) = deadline
+            {
+                if now >= d {
+                    self.timed_out = true;
+                    self.term_sent = Some(now);
+                    self.unit.signal(Signal::SIGTERM);
+                    continue;
+                }
+                soonest(d);
             }
 
             self.wait_and_handle(signals, wake);
-
-            let now = Instant::now();
-            if self.term_sent.is_none()
-                && self.status.is_none()
-                && deadline.is_some_and(|d| now >= d)
-            {
-                self.timed_out = true;
-                self.term_sent = Some(now);
-                self.signal_group(Signal::SIGTERM);
-            }
-            if let Some(t) = self.term_sent
-                && self.kill_sent.is_none()
-                && now >= t + self.cmd.kill_grace
-            {
-                self.kill_sent = Some(now);
-                self.signal_group(Signal::SIGKILL);
+            if (self.out.broken || self.err.broken) && !self.caller_gone {
+                self.caller_gone = true;
+                self.interrupt(Signal::SIGTERM as i32);
             }
         }
+        self.close_pipes();
         self.finish_lines();
-        let exit = match self.status {
-            Some(s) => Exit::from(s),
-            None => Exit::Abandoned,
-        };
-        let ending = if let Some(signal) = self.interrupted {
+        self.drain_sinks(signals);
+        let exit = self.status.unwrap_or(Exit::Abandoned);
+        let ending = if self.caller_gone {
+            Ending::CallerGone(exit)
+        } else if let Some(signal) = self.interrupted {
             Ending::Interrupted { signal, exit }
         } else if self.timed_out {
             Ending::TimedOut(exit)
@@ -368,35 +600,48 @@ impl<'a> Supervisor<'a> {
             ending,
             duration: self.exited_at.unwrap_or_else(Instant::now) - self.start,
             pipe_held,
+            leftovers: self.leftovers,
             captured: std::mem::take(&mut self.captured),
             capture_overflow: self.capture_overflow,
             discarded: self.discarded,
+            usage: self.usage,
         }
     }
 
+    /// Reaps the hook leader with its resource use.
     fn reap(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            self.status = Some(status);
-            self.exited_at = Some(Instant::now());
+        // SAFETY: wait4 on our own child into zeroed plain-data buffers.
+        let (rc, status, ru) = unsafe {
+            let mut status: libc::c_int = 0;
+            let mut ru: libc::rusage = std::mem::zeroed();
+            let rc = libc::wait4(
+                self.pid.as_raw(),
+                &raw mut status,
+                libc::WNOHANG,
+                &raw mut ru,
+            );
+            (rc, status, ru)
+        };
+        if rc != self.pid.as_raw() {
+            return;
         }
+        self.status = Some(if libc::WIFEXITED(status) {
+            Exit::Code(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            Exit::Abandoned
+        });
+        self.usage = Some(usage_of(&ru));
+        self.exited_at = Some(Instant::now());
+        LEADER.store(0, Ordering::Relaxed);
+        // The std handle must not try to reap it again.
+        let _ = &self.child;
     }
 
-    /// Whether any process of the hook's group still lives. Only asked once the leader
-    /// has been reaped, so reaping the group's other (re-parented) zombies here cannot
-    /// take the leader's status away from `reap`.
-    fn group_alive(&self) -> bool {
-        let group = Pid::from_raw(-self.pgid.as_raw());
-        while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
-            if status == WaitStatus::StillAlive {
-                break;
-            }
-        }
-        killpg(self.pgid, None).is_ok()
-    }
-
-    fn signal_group(&self, sig: Signal) {
-        // ESRCH only means everyone is gone already.
-        let _ = killpg(self.pgid, sig);
+    fn close_pipes(&mut self) {
+        self.stdout.pipe = None;
+        self.stderr.pipe = None;
     }
 
     fn interrupt(&mut self, signo: i32) {
@@ -407,9 +652,13 @@ impl<'a> Supervisor<'a> {
         if self.term_sent.is_none() {
             self.term_sent = Some(Instant::now());
             if let Ok(sig) = Signal::try_from(signo) {
-                self.signal_group(sig);
+                self.unit.signal(sig);
             }
         }
+    }
+
+    fn paused(&self) -> bool {
+        self.out.pending() + self.err.pending() > MAX_PENDING_OUTPUT
     }
 
     fn wait_and_handle(&mut self, signals: &mut SignalWatch, wake: Option<Instant>) {
@@ -423,14 +672,15 @@ impl<'a> Supervisor<'a> {
                 PollTimeout::try_from(ms.min(60_000) as u64).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (out_ready, err_ready, in_ready, sig_ready) = {
-            let mut fds = Vec::with_capacity(4);
+        let paused = self.paused();
+        let (out_ready, err_ready, in_ready, sig_ready, sinks_ready) = {
+            let mut fds = Vec::with_capacity(6);
             fds.push(PollFd::new(signals.fd(), PollFlags::POLLIN));
-            let out_at = self.stdout.pipe.as_ref().map(|p| {
+            let out_at = self.stdout.pipe.as_ref().filter(|_| !paused).map(|p| {
                 fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
-            let err_at = self.stderr.pipe.as_ref().map(|p| {
+            let err_at = self.stderr.pipe.as_ref().filter(|_| !paused).map(|p| {
                 fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
@@ -438,6 +688,13 @@ impl<'a> Supervisor<'a> {
                 fds.push(PollFd::new(p.as_fd(), PollFlags::POLLOUT));
                 fds.len() - 1
             });
+            let mut sink_at = Vec::with_capacity(2);
+            for sink in [&self.out, &self.err] {
+                if let Some(flags) = sink.poll_flags() {
+                    fds.push(PollFd::new(sink.borrowed(), flags));
+                    sink_at.push(fds.len() - 1);
+                }
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return,
@@ -450,16 +707,33 @@ impl<'a> Supervisor<'a> {
             let ready = |i: Option<usize>| {
                 i.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()))
             };
-            (ready(out_at), ready(err_at), ready(in_at), ready(Some(0)))
+            let sinks = sink_at.iter().any(|&i| ready(Some(i)));
+            (
+                ready(out_at),
+                ready(err_at),
+                ready(in_at),
+                ready(Some(0)),
+                sinks,
+            )
         };
         if sig_ready {
             let arrived = signals.drain();
             if arrived.child {
                 self.reap();
-                reap_others(self.pgid);
+                reap_zombies();
             }
             if let Some(sig) = arrived.terminate {
                 self.interrupt(sig);
+            }
+        }
+        if sinks_ready {
+            self.out.flush();
+            self.err.flush();
+            // POLLERR with nothing to write: the reader is gone.
+            for sink in [&mut self.out, &mut self.err] {
+                if sink.pending() == 0 && sink.poll_flags().is_some() && reader_gone(sink.fd) {
+                    sink.broken = true;
+                }
             }
         }
         if out_ready {
@@ -477,6 +751,7 @@ impl<'a> Supervisor<'a> {
         let mode = self.cmd.output;
         let mut buf = [0u8; 64 * 1024];
         let (eof, chunks) = drain_pipe(&mut self.stdout.pipe, &mut buf);
+        let mut staged = Vec::new();
         for chunk in chunks {
             match mode {
                 Output::CaptureStdout => {
@@ -486,66 +761,58 @@ impl<'a> Supervisor<'a> {
                         self.captured.extend_from_slice(&chunk);
                     }
                 }
-                Output::Plain | Output::Inherit => write_all(&mut std::io::stdout().lock(), &chunk),
-                Output::Capped(cap) => {
-                    self.relay_capped(cap, &chunk, &mut std::io::stdout().lock())
+                Output::Plain | Output::Inherit => staged.extend_from_slice(&chunk),
+                Output::Capped(cap) => self.relay_capped(cap, &chunk, &mut staged),
+                Output::Prefixed(name) => {
+                    relay_lines(&mut self.stdout.lines, &chunk, name, &mut staged)
                 }
-                Output::Prefixed(name) => relay_lines(
-                    &mut self.stdout.lines,
-                    &chunk,
-                    name,
-                    &mut std::io::stdout().lock(),
-                ),
             }
         }
         if eof {
             self.stdout.pipe = None;
             if let Output::Prefixed(name) = mode {
-                flush_partial(&mut self.stdout.lines, name, &mut std::io::stdout().lock());
+                flush_partial(&mut self.stdout.lines, name, &mut staged);
             }
         }
+        self.out.push(&staged);
     }
 
     fn pump_stderr(&mut self) {
         let mut buf = [0u8; 64 * 1024];
         let (eof, chunks) = drain_pipe(&mut self.stderr.pipe, &mut buf);
+        let mut staged = Vec::new();
         for chunk in chunks {
             match self.cmd.output {
-                Output::Prefixed(name) => relay_lines(
-                    &mut self.stderr.lines,
-                    &chunk,
-                    name,
-                    &mut std::io::stderr().lock(),
-                ),
-                Output::Capped(cap) => {
-                    self.relay_capped(cap, &chunk, &mut std::io::stderr().lock())
+                Output::Prefixed(name) => {
+                    relay_lines(&mut self.stderr.lines, &chunk, name, &mut staged)
                 }
-                _ => write_all(&mut std::io::stderr().lock(), &chunk),
+                Output::Capped(cap) => self.relay_capped(cap, &chunk, &mut staged),
+                _ => staged.extend_from_slice(&chunk),
             }
         }
         if eof {
             self.stderr.pipe = None;
             if let Output::Prefixed(name) = self.cmd.output {
-                flush_partial(&mut self.stderr.lines, name, &mut std::io::stderr().lock());
+                flush_partial(&mut self.stderr.lines, name, &mut staged);
             }
         }
+        self.err.push(&staged);
     }
 
     /// Relays `chunk` unchanged while the run's output is within `cap` bytes; the first
     /// byte past it gets one line saying the rest is discarded, and the rest is counted.
-    fn relay_capped(&mut self, cap: u64, chunk: &[u8], out: &mut dyn Write) {
+    fn relay_capped(&mut self, cap: u64, chunk: &[u8], out: &mut Vec<u8>) {
         let room = cap.saturating_sub(self.relayed);
         let keep = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         if keep > 0 {
-            write_all(out, &chunk[..keep]);
+            out.extend_from_slice(&chunk[..keep]);
             self.relayed += keep as u64;
             self.at_line_start = chunk[keep - 1] == b'\n';
         }
         if keep < chunk.len() {
             if self.discarded == 0 {
                 let newline = if self.at_line_start { "" } else { "\n" };
-                write_all(
-                    out,
+                out.extend_from_slice(
                     format!(
                         "{newline}hookrun: output truncated after {} MiB; the rest of this run's output is discarded\n",
                         cap >> 20
@@ -578,34 +845,101 @@ impl<'a> Supervisor<'a> {
     /// Emits any unterminated last lines once the hook is done.
     fn finish_lines(&mut self) {
         if let Output::Prefixed(name) = self.cmd.output {
-            flush_partial(&mut self.stdout.lines, name, &mut std::io::stdout().lock());
-            flush_partial(&mut self.stderr.lines, name, &mut std::io::stderr().lock());
+            let mut staged = Vec::new();
+            flush_partial(&mut self.stdout.lines, name, &mut staged);
+            self.out.push(&staged);
+            staged.clear();
+            flush_partial(&mut self.stderr.lines, name, &mut staged);
+            self.err.push(&staged);
+        }
+    }
+
+    /// Hands the platform what is still queued for it. The hook is done, so nothing
+    /// else waits on this; a stop signal or the reader going away ends it.
+    fn drain_sinks(&mut self, signals: &mut SignalWatch) {
+        while (self.out.pending() > 0 && !self.out.broken)
+            || (self.err.pending() > 0 && !self.err.broken)
+        {
+            if signals.stop_signal().is_some() {
+                return;
+            }
+            let mut fds = Vec::with_capacity(3);
+            fds.push(PollFd::new(signals.fd(), PollFlags::POLLIN));
+            for sink in [&self.out, &self.err] {
+                if let Some(flags) = sink.poll_flags() {
+                    fds.push(PollFd::new(sink.borrowed(), flags));
+                }
+            }
+            let _ = poll(&mut fds, PollTimeout::from(1000u16));
+            drop(fds);
+            self.out.flush();
+            self.err.flush();
         }
     }
 }
 
-/// Reaps every exited child but the hook (`hook`, not yet reaped): async supervisors this
-/// process started, and orphans re-parented to it as a subreaper. Nobody else waits for
-/// them, and a dispatcher that lives on — `hookrun-worker run` during a long command,
-/// perhaps as a container's PID 1 — would otherwise collect zombies. Each exited child is
-/// looked at without reaping it first, so the hook's own status is never taken.
-fn reap_others(hook: Pid) {
+impl Sink {
+    fn closed(fd: i32) -> Sink {
+        Sink {
+            fd,
+            kind: SinkKind::Closed,
+            queue: Vec::new(),
+            sent: 0,
+            broken: false,
+        }
+    }
+}
+
+/// Whether the reading end of our pipe or socket `fd` has been closed.
+fn reader_gone(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let rc = unsafe { libc::poll(&raw mut p, 1, 0) };
+    rc > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+fn usage_of(ru: &libc::rusage) -> Usage {
+    let tv =
+        |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32) * 1000);
+    Usage {
+        user: tv(ru.ru_utime),
+        sys: tv(ru.ru_stime),
+        max_rss_kb: ru.ru_maxrss,
+        reads: ru.ru_inblock,
+        writes: ru.ru_oublock,
+        invol_cs: ru.ru_nivcsw,
+        vol_cs: ru.ru_nvcsw,
+    }
+}
+
+/// Reaps every exited child but the hook leader being supervised: async supervisors
+/// this process started, and orphans re-parented to it as a subreaper. Nobody else
+/// waits for them, and a dispatcher that lives on — `hookrun-worker run` during a long
+/// command, perhaps as a container's PID 1 — would otherwise collect zombies. Each
+/// exited child is looked at without reaping it first, so the leader's status (and its
+/// resource use) is only ever taken by its own `wait4`.
+pub fn reap_zombies() {
+    let leader = LEADER.load(Ordering::Relaxed);
     loop {
         // SAFETY: waitid with WNOWAIT only reads which child has exited into `info`.
         let pid = unsafe {
-            let mut info: nix::libc::siginfo_t = std::mem::zeroed();
-            let rc = nix::libc::waitid(
-                nix::libc::P_ALL,
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_ALL,
                 0,
                 &raw mut info,
-                nix::libc::WEXITED | nix::libc::WNOHANG | nix::libc::WNOWAIT,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
             );
             if rc != 0 {
                 return;
             }
             info.si_pid()
         };
-        if pid == 0 || pid == hook.as_raw() {
+        if pid == 0 || pid == leader {
             return;
         }
         let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
@@ -670,9 +1004,9 @@ fn push_line(buf: &mut Vec<u8>, name: &str, head: &[u8], tail: &[u8]) {
     buf.push(b'\n');
 }
 
-/// Output to the platform is best effort: if it stopped listening, hooks still run.
+/// Writes to an in-memory buffer cannot fail.
 fn write_all(out: &mut dyn Write, data: &[u8]) {
-    let _ = out.write_all(data).and_then(|()| out.flush());
+    let _ = out.write_all(data);
 }
 
 fn set_nonblocking(fd: i32) {

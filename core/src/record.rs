@@ -22,6 +22,11 @@ pub enum OutcomeKind {
     Refused,
     SpawnError,
     Skipped,
+    /// Waited for its `# lock:` longer than the bound and did not run.
+    LockTimeout,
+    /// Its owner (dispatcher, supervisor or worker) died while it ran; written by the
+    /// next dispatch of the platform that finds the owner's running marker.
+    Lost,
     /// An async hook that has been started and has not ended yet. Never written to
     /// `runs.jsonl`: a run has exactly one record there, written when it ends.
     Running,
@@ -37,6 +42,8 @@ impl OutcomeKind {
             OutcomeKind::Refused => "refused",
             OutcomeKind::SpawnError => "spawn-error",
             OutcomeKind::Skipped => "skipped",
+            OutcomeKind::LockTimeout => "lock-timeout",
+            OutcomeKind::Lost => "lost",
             OutcomeKind::Running => "running",
         }
     }
@@ -57,6 +64,10 @@ pub struct RunRecord {
     pub signal: Option<i32>,
     pub duration_ms: u64,
     pub job: String,
+    /// Why, for outcomes a code alone does not explain (a skip, a lock timeout, a lost
+    /// run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 pub const RECORDS_FILE: &str = "runs.jsonl";
@@ -174,6 +185,7 @@ mod tests {
             signal: None,
             duration_ms: 5,
             job: "vzdump-x-101".into(),
+            message: None,
         }
     }
 

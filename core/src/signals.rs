@@ -7,9 +7,8 @@
 //! their background jobs), which would make a hook's processes deaf to the very SIGTERM
 //! meant to stop them. Caught signals revert to their defaults in the child on `exec`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::libc;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -18,7 +17,11 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 pub const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 static WRITE_END: AtomicI32 = AtomicI32::new(-1);
-static READ_END: OnceLock<OwnedFd> = OnceLock::new();
+/// The self-pipe's read end: raw, because a process that forks to guard itself
+/// ([`crate::contain`]) replaces the pipe in the child so that parent and child never
+/// read each other's signals.
+static READ_END: AtomicI32 = AtomicI32::new(-1);
+static HANDLERS: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signo: libc::c_int) {
     let fd = WRITE_END.load(Ordering::Relaxed);
@@ -52,14 +55,8 @@ pub struct Arrived {
 impl SignalWatch {
     /// Installs the handlers (once per process) and returns a watch on them.
     pub fn install() -> std::io::Result<SignalWatch> {
-        if READ_END.get().is_none() {
-            let (read, write) =
-                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-            WRITE_END.store(
-                std::os::fd::IntoRawFd::into_raw_fd(write),
-                Ordering::Relaxed,
-            );
-            let _ = READ_END.set(read);
+        if !HANDLERS.load(Ordering::Relaxed) {
+            new_pipe()?;
             let action = SigAction::new(
                 SigHandler::Handler(on_signal),
                 SaFlags::SA_RESTART,
@@ -78,28 +75,47 @@ impl SignalWatch {
                 sigaction(Signal::SIGCHLD, &child_action)?;
             }
             // Processes a hook leaves behind are re-parented to us rather than to PID 1,
-            // so we can reap them: a zombie still counts as a member of its process
-            // group, and a PID 1 that never reaps (common in containers) would otherwise
-            // make a killed group look alive until the grace period runs out.
+            // so we can find, stop and reap them: a hook's unit is everything below us.
             let _ = nix::sys::prctl::set_child_subreaper(true);
+            HANDLERS.store(true, Ordering::Relaxed);
         }
         Ok(SignalWatch { stop: None })
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        match READ_END.get() {
-            Some(fd) => fd.as_fd(),
-            // SAFETY: unreachable after `install`; -1 polls as an ignored descriptor.
-            None => unsafe { BorrowedFd::borrow_raw(-1) },
+    /// In a freshly forked child: a self-pipe of its own (the inherited one is the
+    /// parent's), and the subreaper flag, which `fork` does not inherit.
+    pub(crate) fn reinstall_after_fork() -> std::io::Result<()> {
+        let old_read = READ_END.swap(-1, Ordering::Relaxed);
+        let old_write = WRITE_END.swap(-1, Ordering::Relaxed);
+        for fd in [old_read, old_write] {
+            if fd >= 0 {
+                let _ = nix::unistd::close(fd);
+            }
         }
+        if HANDLERS.load(Ordering::Relaxed) {
+            new_pipe()?;
+            let _ = nix::sys::prctl::set_child_subreaper(true);
+        }
+        Ok(())
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        let fd = READ_END.load(Ordering::Relaxed);
+        assert!(fd >= 0, "SignalWatch exists only after install()");
+        // SAFETY: the read end stays open for the life of the process once installed
+        // (only a forked child replaces it, before any watch of its own is used).
+        unsafe { BorrowedFd::borrow_raw(fd) }
     }
 
     /// Reads everything queued without blocking.
     pub fn drain(&mut self) -> Arrived {
         let mut arrived = Arrived::default();
-        let Some(fd) = READ_END.get() else {
+        let fd = READ_END.load(Ordering::Relaxed);
+        if fd < 0 {
             return arrived;
-        };
+        }
+        // SAFETY: see `fd`.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let mut buf = [0u8; 64];
         loop {
             match nix::unistd::read(fd, &mut buf) {
@@ -128,4 +144,12 @@ impl SignalWatch {
         self.drain();
         self.stop
     }
+}
+
+fn new_pipe() -> std::io::Result<()> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    READ_END.store(read.into_raw_fd(), Ordering::Relaxed);
+    WRITE_END.store(write.into_raw_fd(), Ordering::Relaxed);
+    Ok(())
 }

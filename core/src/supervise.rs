@@ -45,6 +45,9 @@ pub struct AsyncSpec {
     pub timeout_ms: Option<u64>,
     pub kill_grace_ms: u64,
     pub lock: Option<String>,
+    /// How long to wait for the lock; `None`: as long as the hook's timeout.
+    #[serde(default)]
+    pub lock_timeout_ms: Option<u64>,
     pub lock_dir: Vec<u8>,
     pub log_dir: Vec<u8>,
     /// Set for native `# mk-job`: the Checkmk job directory.
@@ -54,20 +57,14 @@ pub struct AsyncSpec {
     pub record: RunRecord,
 }
 
-/// A running async hook, as `hookrun log` shows it: one JSON file per supervisor in
-/// `<log_dir>/async/running/`, removed when the record is written.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunningEntry {
-    pub record: RunRecord,
-    pub supervisor_pid: u32,
-}
+pub use crate::running::RunningEntry;
 
 pub fn async_dir(log_dir: &Path) -> PathBuf {
     log_dir.join("async")
 }
 
 pub fn running_dir(log_dir: &Path) -> PathBuf {
-    async_dir(log_dir).join("running")
+    crate::running::async_dir(log_dir)
 }
 
 /// The per-job async log.
@@ -93,7 +90,9 @@ pub fn launch(specs: &[AsyncSpec], stdin: Option<&[u8]>) -> std::io::Result<u32>
         [one] => one.record.job.clone(),
         many => format!("{} hooks of {}", many.len(), many[0].record.run_id),
     };
-    spawn_detached(&title, &file)
+    let pid = spawn_detached(&title, &file)?;
+    crate::contain::register_detached(pid);
+    Ok(pid)
 }
 
 /// `posix_spawn` of our own binary as a supervisor: in a new session (`setsid` done by
@@ -177,8 +176,22 @@ fn spawn_detached(job: &str, input: &File) -> std::io::Result<u32> {
 
 /// If this process was started as a supervisor, runs it and returns the exit code.
 /// Every hookrun binary calls this first thing.
+///
+/// A platform controls our argv (libvirt's first argument is a domain name anyone with
+/// access to libvirt chooses), so the flag alone proves nothing. A supervisor is started
+/// with exactly two arguments and the spec in a memory file named `hookrun-async` as its
+/// stdin, which no platform passes.
 pub fn supervisor_entry() -> Option<i32> {
-    if std::env::args_os().nth(1).as_deref() != Some(OsStr::new(SUPERVISOR_FLAG)) {
+    let mut args = std::env::args_os();
+    if args.len() != 2 || args.nth(1).as_deref() != Some(OsStr::new(SUPERVISOR_FLAG)) {
+        return None;
+    }
+    let stdin = std::fs::read_link("/proc/self/fd/0").ok()?;
+    if !stdin
+        .as_os_str()
+        .as_bytes()
+        .starts_with(b"/memfd:hookrun-async")
+    {
         return None;
     }
     Some(run_supervisor())
@@ -186,8 +199,24 @@ pub fn supervisor_entry() -> Option<i32> {
 
 fn close_inherited_descriptors() {
     // SAFETY: close_range(2) on descriptors this process does not use yet.
-    unsafe {
-        nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        // ENOSYS before Linux 5.9, EPERM under some seccomp profiles: one by one, from
+        // what /proc lists (the platform's pipes must not stay open in a supervisor).
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                    .filter(|&fd| fd > 2)
+                    .collect()
+            })
+            .unwrap_or_else(|_| (3..1024).collect());
+        for fd in fds {
+            // SAFETY: closing descriptors nothing in this process uses.
+            unsafe {
+                nix::libc::close(fd);
+            }
+        }
     }
 }
 
@@ -230,7 +259,10 @@ fn run_supervisor() -> i32 {
             Ok(nix::unistd::ForkResult::Child) => {
                 std::process::exit(supervise_one(spec, payload));
             }
-            Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+            // A unit of its own: the hook this process runs must never stop it.
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                crate::contain::register_detached(child.as_raw() as u32);
+            }
             // No process to spare: run this hook here and now, before the others,
             // rather than lose it.
             Err(_) => {
@@ -243,6 +275,8 @@ fn run_supervisor() -> i32 {
 
 /// Supervises one async hook in this process, start to record.
 fn supervise_one(spec: AsyncSpec, payload: Vec<u8>) -> i32 {
+    // From here on this process is the worker; its guard stops the hook if it is killed.
+    crate::contain::guard();
     let log_dir = PathBuf::from(OsString::from_vec(spec.log_dir.clone()));
     let job = spec.record.job.clone();
     // The hook's output, and our own messages, go to its async log. Without one, keep
@@ -314,8 +348,25 @@ impl Supervisor {
         let lock_dir = PathBuf::from(OsString::from_vec(spec.lock_dir.clone()));
         let guard = match &spec.lock {
             None => None,
-            Some(name) => match crate::lock::acquire(&lock_dir, name, &mut signals) {
+            Some(name) => match crate::lock::acquire(
+                &lock_dir,
+                name,
+                &mut signals,
+                spec.lock_timeout_ms
+                    .or(spec.timeout_ms)
+                    .map(Duration::from_millis),
+            ) {
                 crate::lock::LockWait::Acquired(g) => Some(g),
+                crate::lock::LockWait::TimedOut { waited, holder } => {
+                    report.outcome = OutcomeKind::LockTimeout;
+                    report.exit_code = Some(124);
+                    report.message = Some(crate::dispatch::lock_timeout_message(
+                        name,
+                        waited,
+                        holder.as_deref(),
+                    ));
+                    None
+                }
                 crate::lock::LockWait::Interrupted(sig) => {
                     report.outcome = OutcomeKind::Skipped;
                     report.signal = Some(sig);
@@ -327,7 +378,7 @@ impl Supervisor {
                 crate::lock::LockWait::Failed(why) => {
                     report.outcome = OutcomeKind::SpawnError;
                     report.exit_code = Some(126);
-                    report.message = Some(why);
+                    report.message = Some(why.to_string());
                     None
                 }
             },
@@ -427,19 +478,7 @@ impl Supervisor {
         let path = dir.join(format!("{}.{}.json", rec.run_id, rec.job));
         let mut record = rec.clone();
         record.outcome = OutcomeKind::Running;
-        let entry = RunningEntry {
-            record,
-            supervisor_pid: std::process::id(),
-        };
-        let body = serde_json::to_vec(&entry).ok()?;
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&body));
-        if written.is_err() {
+        if !crate::running::write_marker(&path, &RunningEntry::new(record)) {
             // A full disk: an empty marker would only confuse `hookrun log`.
             let _ = std::fs::remove_file(&path);
             return None;
@@ -465,25 +504,10 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Running async hooks whose supervisor is still alive; stale files (a supervisor
-/// killed with SIGKILL) are reported as such by the caller.
+/// Running hooks, sync and async, with whether their owner is still alive (a dead one
+/// was killed with SIGKILL, or the machine rebooted: `lost`).
 pub fn running_entries(log_dir: &Path) -> Vec<(RunningEntry, bool)> {
-    let Ok(dir) = std::fs::read_dir(running_dir(log_dir)) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for item in dir.flatten() {
-        let Ok(bytes) = std::fs::read(item.path()) else {
-            continue;
-        };
-        let Ok(entry) = serde_json::from_slice::<RunningEntry>(&bytes) else {
-            continue;
-        };
-        let alive = Path::new(&format!("/proc/{}", entry.supervisor_pid)).exists();
-        out.push((entry, alive));
-    }
-    out.sort_by(|a, b| a.0.record.time.cmp(&b.0.record.time));
-    out
+    crate::running::entries(log_dir)
 }
 
 pub(crate) fn os_bytes(s: &OsStr) -> Vec<u8> {

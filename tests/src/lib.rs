@@ -643,7 +643,19 @@ impl Record {
             .0
             .as_object()
             .unwrap_or_else(|| panic!("record is not an object: {}", self.0));
-        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        // `message` is the one optional field: why, for outcomes other than ok.
+        if let Some(m) = obj.get("message") {
+            assert!(
+                m.as_str().is_some_and(|m| !m.is_empty()) && self.outcome() != "ok",
+                "record field message must be a non-empty string, and only on outcomes other than ok: {}",
+                self.0
+            );
+        }
+        let mut keys: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "message")
+            .collect();
         keys.sort_unstable();
         let mut want = RECORD_FIELDS.to_vec();
         want.sort_unstable();
@@ -1053,4 +1065,23 @@ impl Outcome {
             &format!("expected to finish within {limit:?}"),
         )
     }
+}
+
+/// The live children of `pid`, from `/proc` (a dispatcher's worker is the child of its
+/// guard, the pid the caller started).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|c| {
+                    std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| {
+                        st.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                            == Some(pid.to_string().as_str())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -49,6 +49,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
         may_fail: true,
         implicit: platform.implicit,
         filter: false,
+        platform_grace: None,
     };
     match hookrun_core::dispatch(&settings, &dir, &req) {
         Ok(report) => Ok(report.exit_code),

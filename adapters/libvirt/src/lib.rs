@@ -247,6 +247,7 @@ pub fn request(
         default_on_error: default_on_error(driver, &op),
         may_fail: may_fail(driver, &op),
         filter: is_filter(driver, &op),
+        platform_grace: None,
         object: (object != "-" && !object.is_empty()).then_some(object),
         phase: op,
         args,

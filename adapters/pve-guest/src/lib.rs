@@ -61,6 +61,9 @@ pub fn request(args: Vec<OsString>) -> Result<Request, ArgvError> {
         stdin: None,
         implicit: None,
         filter: false,
+        // Guest hookscripts run inside qm/pct tasks, stopped like vzdump tasks: SIGTERM
+        // to the task's process group, SIGKILL 5 s later.
+        platform_grace: Some(std::time::Duration::from_secs(5)),
     })
 }
 

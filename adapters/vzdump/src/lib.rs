@@ -63,6 +63,9 @@ pub fn request(args: Vec<OsString>) -> Option<Request> {
         default_on_error: OnError::Fail,
         implicit: None,
         filter: false,
+        // Stopping a vzdump task: SIGTERM to its process group, SIGKILL 5 s later
+        // (PVE::RESTEnvironment::check_worker).
+        platform_grace: Some(std::time::Duration::from_secs(5)),
     })
 }
 

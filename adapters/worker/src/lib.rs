@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hookrun_core::discover::ImplicitHooks;
 use hookrun_core::process::{Ending, Exit, Output, SyncCommand};
+use hookrun_core::record::{OutcomeKind, RecordLog, RunRecord};
 use hookrun_core::signals::SignalWatch;
 use hookrun_core::{Config, OnError, Request, Settings};
 
@@ -113,6 +114,7 @@ pub fn request(
         may_fail: true,
         implicit: Some(IMPLICIT),
         filter: false,
+        platform_grace: None,
     }
 }
 
@@ -190,20 +192,34 @@ fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option
         |s| s.settings.lock_dir.clone(),
     );
     let lock_name = format!("worker-{worker}");
+    // Before the lock: if this process is killed, its guard stops the command and the
+    // hooks before the lock can be taken by the next run.
+    hookrun_core::contain::guard();
+    let log_dir = setup.as_ref().map_or_else(
+        || Settings::default().log_dir,
+        |s| s.settings.log_dir.clone(),
+    );
+    let lock_timeout = setup.as_ref().and_then(|s| s.settings.lock_timeout);
     let _lock = if no_wait {
         match hookrun_core::lock::try_acquire(&lock_dir, &lock_name) {
             Ok(Some(g)) => Some(g),
             Ok(None) => {
-                tracing::info!("skipped: previous run still active (lock {lock_name} is held)");
+                let holder = hookrun_core::lock::holder(&lock_dir, &lock_name);
+                let why = format!(
+                    "skipped: previous run still active (lock {lock_name} is held{})",
+                    holder.map(|h| format!(" by {h}")).unwrap_or_default()
+                );
+                tracing::warn!("{why}; {worker} was not run");
+                record_worker(&log_dir, worker, OutcomeKind::Skipped, None, &why);
                 return 0;
             }
             Err(why) => {
-                tracing::warn!("{why}; running without the lock");
+                tracing::error!("{why}; running without the lock");
                 None
             }
         }
     } else {
-        match hookrun_core::lock::acquire(&lock_dir, &lock_name, &mut signals) {
+        match hookrun_core::lock::acquire(&lock_dir, &lock_name, &mut signals, lock_timeout) {
             hookrun_core::lock::LockWait::Acquired(g) => Some(g),
             hookrun_core::lock::LockWait::Interrupted(sig) => {
                 tracing::warn!(
@@ -211,8 +227,24 @@ fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option
                 );
                 return 128 + sig;
             }
+            hookrun_core::lock::LockWait::TimedOut { waited, holder } => {
+                let why = hookrun_core::dispatch::lock_timeout_message(
+                    &lock_name,
+                    waited,
+                    holder.as_deref(),
+                );
+                tracing::error!("{worker}: {why} (exit {EXIT_CANCELLED})");
+                record_worker(
+                    &log_dir,
+                    worker,
+                    OutcomeKind::LockTimeout,
+                    Some(EXIT_CANCELLED),
+                    &why,
+                );
+                return EXIT_CANCELLED;
+            }
             hookrun_core::lock::LockWait::Failed(why) => {
-                tracing::warn!("{why}; running without the lock");
+                tracing::error!("{why}; running without the lock");
                 None
             }
         }
@@ -298,7 +330,8 @@ fn run_command(
         kill_grace,
         output: Output::Inherit,
     };
-    let result = hookrun_core::process::run_sync(&cmd, signals);
+    let result =
+        hookrun_core::contain::with_inherited(|| hookrun_core::process::run_sync(&cmd, signals));
     let code_of = |exit: Exit| match exit {
         Exit::Code(c) => c,
         Exit::Signal(s) => 128 + s,
@@ -307,6 +340,7 @@ fn run_command(
     match result.ending {
         Ending::Exited(exit) | Ending::TimedOut(exit) => (code_of(exit), None),
         Ending::Interrupted { signal, exit } => (code_of(exit), Some(signal)),
+        Ending::CallerGone(exit) => (code_of(exit), Some(13)), // SIGPIPE
         Ending::SpawnFailed(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 127
@@ -317,6 +351,34 @@ fn run_command(
             (code, None)
         }
     }
+}
+
+/// A record of the worker's own run when it did not happen (skipped, lock timeout), so
+/// `hookrun log` and monitoring see it.
+fn record_worker(
+    log_dir: &Path,
+    worker: &str,
+    outcome: OutcomeKind,
+    exit_code: Option<i32>,
+    why: &str,
+) {
+    let now = std::time::SystemTime::now();
+    let mut records = RecordLog::new(log_dir);
+    records.append(&RunRecord {
+        time: hookrun_core::time::rfc3339(now),
+        run_id: hookrun_core::dispatch::new_run_id(),
+        platform: PLATFORM.to_owned(),
+        phase: "run".to_owned(),
+        object: Some(worker.to_owned()),
+        hook: worker.to_owned(),
+        mode: "sync".to_owned(),
+        outcome,
+        exit_code,
+        signal: None,
+        duration_ms: 0,
+        job: format!("{PLATFORM}-{worker}"),
+        message: Some(why.to_owned()),
+    });
 }
 
 fn run_hook(phase: &str, args: Vec<OsString>, invoked: Option<&Path>) -> i32 {

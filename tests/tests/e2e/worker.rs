@@ -328,12 +328,17 @@ fn wait_until_lock_open(pid: nix::unistd::Pid, worker: &str) {
     let want = format!("worker-{worker}.lock");
     let start = Instant::now();
     loop {
-        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .any(|t| t.file_name().is_some_and(|n| n.to_string_lossy() == want));
+        // The lock is taken by the worker process, a child of the pid started.
+        let open = std::iter::once(pid.as_raw())
+            .chain(hookrun_tests::children_of(pid.as_raw()))
+            .any(|p| {
+                std::fs::read_dir(format!("/proc/{p}/fd"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .any(|t| t.file_name().is_some_and(|n| n.to_string_lossy() == want))
+            });
         if open {
             return;
         }

@@ -1,0 +1,555 @@
+//! Containment (DESIGN §4): a hook and everything it starts live, die and lock as one
+//! unit, even when hookrun itself is killed.
+//!
+//! Three pieces, all without cgroups, so they hold the same on a Proxmox host, in a
+//! container and on a hybrid-cgroup machine:
+//!
+//! - **The unit is everything below us.** Every process that runs hooks is a child
+//!   subreaper ([`crate::signals`]), so whatever a hook starts — through `setsid`,
+//!   `daemon(3)` or a double fork — stays our descendant. [`Unit`] finds those
+//!   processes in `/proc` (skipping detached async supervisors, which are units of their
+//!   own) and signals every one of them, not just the hook's process group.
+//! - **A guard outlives the worker.** Before the first hook starts, [`guard`] forks. The
+//!   parent stays in the caller's process group and only waits: it passes SIGTERM,
+//!   SIGINT and SIGHUP on, and exits with the worker's status. The child — the worker —
+//!   moves to a process group of its own (so a platform's group SIGKILL cannot take it
+//!   and its hooks' supervision down together) and dies with a signal of its own if the
+//!   parent dies (`PR_SET_PDEATHSIG`), which it handles like SIGTERM: it stops the running
+//!   hook's unit, records it, and exits. If the worker is SIGKILLed, its orphans are
+//!   re-parented to the parent (a subreaper too), which kills them before it exits.
+//!   Either way a hook is never left running unsupervised.
+//! - **Identities, not pids.** A process is named by pid, start time and boot id
+//!   ([`Identity`]), so a reused pid never passes for a live owner.
+//!
+//! With a cgroup v2 hierarchy delegated to us the kernel could do the finding; hookrun
+//! does not create cgroups, because on a systemd host (every Proxmox VE node) a service
+//! may only touch cgroups below one that systemd delegated to it, and vzdump's task and
+//! libvirtd's hook children run in undelegated ones. The `/proc` walk needs no such
+//! permission and is exact for everything that stays a descendant, which a subreaper
+//! guarantees.
+
+use std::ffi::CStr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// How long the guard gives a dead worker's orphans to end after SIGTERM before SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// A process as it can be recognised later: pid, start time (clock ticks since boot,
+/// `/proc/<pid>/stat` field 22) and boot id. Two processes never share all three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub pid: u32,
+    pub start: u64,
+    pub boot: String,
+}
+
+impl Identity {
+    /// This process.
+    pub fn current() -> Identity {
+        let pid = std::process::id();
+        Identity {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+            boot: boot_id().to_owned(),
+        }
+    }
+
+    /// Whether this very process still lives (a zombie counts as gone).
+    pub fn alive(&self) -> bool {
+        self.boot == boot_id()
+            && proc_stat(self.pid).is_some_and(|st| st.start == self.start && st.state != b'Z')
+    }
+
+    /// `pid:start:boot`, for files that are not JSON (lock files).
+    pub fn to_line(&self) -> String {
+        format!("{}:{}:{}", self.pid, self.start, self.boot)
+    }
+
+    pub fn from_line(line: &str) -> Option<Identity> {
+        let mut it = line.trim().splitn(3, ':');
+        Some(Identity {
+            pid: it.next()?.parse().ok()?,
+            start: it.next()?.parse().ok()?,
+            boot: it.next()?.to_owned(),
+        })
+    }
+}
+
+/// The kernel's boot id; empty when `/proc` does not have it (then identities compare
+/// by pid and start time alone).
+pub fn boot_id() -> &'static str {
+    static BOOT: OnceLock<String> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// The fields of `/proc/<pid>/stat` containment needs.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    state: u8,
+    ppid: u32,
+    start: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
+    let mut path = [0u8; 32];
+    let text = read_small(format_path(&mut path, pid))?;
+    parse_stat(&text)
+}
+
+fn format_path(buf: &mut [u8; 32], pid: u32) -> &CStr {
+    use std::io::Write as _;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "/proc/{pid}/stat\0");
+    let len = cur.position() as usize;
+    CStr::from_bytes_with_nul(&buf[..len]).unwrap_or(c"/proc/self/stat")
+}
+
+/// Reads a small `/proc` file with raw calls: this runs for every process on the
+/// machine when a unit is searched.
+fn read_small(path: &CStr) -> Option<Vec<u8>> {
+    // SAFETY: open/read/close on a path we own; the buffer outlives the read.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; 1024];
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        if n <= 0 {
+            return None;
+        }
+        buf.truncate(n as usize);
+        Some(buf)
+    }
+}
+
+/// `pid (comm) state ppid ...`: the command name may hold spaces and parentheses, so
+/// fields are counted from the last `)`.
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.bytes().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    // Field 22 overall is the 20th after the command name.
+    let start = fields.nth(17)?.parse().ok()?;
+    Some(Stat { state, ppid, start })
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.start)
+}
+
+/// Every live process's pid and parent, from one pass over `/proc`.
+fn process_table() -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(256);
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(st) = proc_stat(pid)
+            && st.state != b'Z'
+        {
+            out.push((pid, st.ppid));
+        }
+    }
+    out
+}
+
+/// Pids of detached async supervisors this process started: units of their own, which a
+/// sync hook's teardown must never touch. Kept in memory shared with the guard, which
+/// needs them when the worker dies.
+struct Detached {
+    slots: &'static [AtomicI32],
+}
+
+const DETACHED_SLOTS: usize = 1024;
+
+fn detached() -> &'static Detached {
+    static D: OnceLock<Detached> = OnceLock::new();
+    D.get_or_init(|| {
+        let bytes = DETACHED_SLOTS * std::mem::size_of::<AtomicI32>();
+        // SAFETY: an anonymous shared mapping, never unmapped, so the 'static slice over
+        // it stays valid; AtomicI32 is valid for all-zero bytes.
+        let slots = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                // Without shared memory the guard cannot tell supervisors apart; a
+                // private table still serves this process.
+                let v: Vec<AtomicI32> = (0..DETACHED_SLOTS).map(|_| AtomicI32::new(0)).collect();
+                return Detached {
+                    slots: Box::leak(v.into_boxed_slice()),
+                };
+            }
+            std::slice::from_raw_parts(p.cast::<AtomicI32>(), DETACHED_SLOTS)
+        };
+        Detached { slots }
+    })
+}
+
+/// Notes an async supervisor (a unit of its own) started by this process.
+pub fn register_detached(pid: u32) {
+    let pid = pid as i32;
+    let d = detached();
+    // Slots of supervisors that have ended are reused.
+    for slot in d.slots {
+        let cur = slot.load(Ordering::Relaxed);
+        if (cur == 0 || kill(Pid::from_raw(cur), None).is_err())
+            && slot
+                .compare_exchange(cur, pid, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+fn detached_pids() -> Vec<u32> {
+    detached()
+        .slots
+        .iter()
+        .map(|s| s.load(Ordering::Relaxed))
+        .filter(|&p| p > 0)
+        .map(|p| p as u32)
+        .collect()
+}
+
+/// Whether any detached supervisor this process started may still be its child.
+pub fn has_detached() -> bool {
+    detached()
+        .slots
+        .iter()
+        .any(|s| s.load(Ordering::Relaxed) != 0)
+}
+
+/// Every descendant of this process, except detached supervisors and theirs.
+pub fn descendants() -> Vec<u32> {
+    let me = std::process::id();
+    let skip = detached_pids();
+    let table = process_table();
+    let mut found: Vec<u32> = Vec::new();
+    let mut frontier = vec![me];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &table {
+            if ppid == parent && !skip.contains(&pid) && pid != me && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Whether this process has any child at all, reaped or not: one system call, and the
+/// common answer after a hook ends is "no", which proves there is nothing left.
+pub fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only reports; `info` is plain data.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_ALL,
+            0,
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        !(rc != 0 && *libc::__errno_location() == libc::ECHILD)
+    }
+}
+
+/// One hook's processes: its process group and every descendant of ours that is not a
+/// detached supervisor. Only one sync hook runs at a time in a process, so everything
+/// else below us is this hook's.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit {
+    pub pgid: Pid,
+}
+
+impl Unit {
+    /// Sends `sig` to every process of the unit; returns how many were found.
+    pub fn signal(&self, sig: Signal) -> usize {
+        let _ = killpg(self.pgid, sig);
+        let members = descendants();
+        for &pid in &members {
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+        members.len()
+    }
+
+    /// Whether anything of the unit is left (zombies aside).
+    pub fn alive(&self) -> bool {
+        crate::process::reap_zombies();
+        if !has_children() {
+            return false;
+        }
+        killpg(self.pgid, None).is_ok() || !descendants().is_empty()
+    }
+}
+
+/// The guard's pid once [`guard`] has run in this process (0 before).
+static GUARD_PID: AtomicU32 = AtomicU32::new(0);
+
+/// The guard of this process, when it has one.
+pub fn guard_pid() -> Option<u32> {
+    match GUARD_PID.load(Ordering::Relaxed) {
+        0 => None,
+        p => Some(p),
+    }
+}
+
+/// The identity that stands for "this work may still be running": the guard when
+/// there is one (it outlives the worker until the worker's hooks are dead), else this
+/// process.
+pub fn owner() -> Identity {
+    static GUARD_ID: OnceLock<Identity> = OnceLock::new();
+    match guard_pid() {
+        Some(pid) => GUARD_ID
+            .get_or_init(|| Identity {
+                pid,
+                start: start_time(pid).unwrap_or(0),
+                boot: boot_id().to_owned(),
+            })
+            .clone(),
+        None => Identity::current(),
+    }
+}
+
+/// Splits this process into a guard and a worker (see the module doc), once; returns in
+/// the worker. Call it before the first hook starts. If the fork fails the process goes
+/// on unguarded, which is what hookrun did before guards existed: a hook still runs.
+pub fn guard() {
+    if guard_pid().is_some() {
+        return;
+    }
+    // The self-pipe exists before the fork, so the worker's replacement is complete.
+    let _ = crate::signals::SignalWatch::install();
+    let mut forwarded = nix::sys::signal::SigSet::empty();
+    for s in crate::signals::TERMINATING {
+        forwarded.add(s);
+    }
+    forwarded.add(Signal::SIGCHLD);
+    // Blocked across the fork: a signal for the guard that arrives meanwhile waits in
+    // its queue for `sigwaitinfo` instead of running the worker's handler in it.
+    let Ok(old_mask) = forwarded.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK) else {
+        return;
+    };
+    let parent = std::process::id();
+    let foreground = stdin_is_foreground_terminal();
+    // Reserve the shared table before the fork, so both sides see one mapping.
+    let _ = detached();
+    // SAFETY: hookrun is single-threaded here (it starts no threads), so the child may
+    // go on running ordinary Rust code.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            GUARD_PID.store(parent, Ordering::Relaxed);
+            // A group of its own: a platform's SIGKILL to its task's group takes the
+            // guard only, and the worker lives to stop its hooks. A terminal's
+            // foreground job stays whole instead, so the worker keeps the terminal.
+            if !foreground {
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            }
+            let _ = crate::signals::SignalWatch::reinstall_after_fork();
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+            let _ = old_mask.thread_set_mask();
+            // The guard may have died before the death signal was armed.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                let _ = nix::sys::signal::raise(Signal::SIGTERM);
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => guard_loop(child, &forwarded),
+        Err(_) => {
+            let _ = old_mask.thread_set_mask();
+        }
+    }
+}
+
+fn stdin_is_foreground_terminal() -> bool {
+    // SAFETY: plain queries on descriptor 0.
+    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
+}
+
+/// The guard: forwards stop signals to the worker, reaps, and when the worker is gone
+/// makes sure nothing it started lives on. Never returns.
+fn guard_loop(worker: Pid, forwarded: &nix::sys::signal::SigSet) -> ! {
+    loop {
+        match forwarded.wait() {
+            Ok(Signal::SIGCHLD) => {
+                if let Some(code) = reap_guarded(worker) {
+                    finish_guard(code);
+                }
+            }
+            Ok(sig) => {
+                let _ = kill(worker, sig);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reaps every exited child; the worker's exit status as our exit code once it is gone.
+fn reap_guarded(worker: Pid) -> Option<i32> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let mut result = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == worker => result = Some(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == worker => {
+                result = Some(128 + sig as i32);
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The worker is gone. Whatever it left below us — its hooks, orphaned when it was
+/// killed — is stopped now: TERM, a short grace, KILL until nothing is left.
+fn finish_guard(code: i32) -> ! {
+    if !descendants().is_empty() {
+        for pid in descendants() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        let until = Instant::now() + ORPHAN_GRACE;
+        while Instant::now() < until && !descendants().is_empty() {
+            crate::process::reap_zombies();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let until = Instant::now() + crate::process::KILL_WAIT;
+        loop {
+            crate::process::reap_zombies();
+            let left = descendants();
+            if left.is_empty() || Instant::now() >= until {
+                break;
+            }
+            for pid in left {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // SAFETY: _exit skips the at-exit flushing of buffers the worker owns now.
+    unsafe { libc::_exit(code) }
+}
+
+/// Makes every inherited descriptor above stderr close-on-exec, so hooks get stdin,
+/// stdout and stderr and nothing else (DESIGN §4). Returns those that were inheritable,
+/// for [`restore_inheritable`] (a worker's own command gets what its caller passed).
+pub fn seal_inherited_descriptors() -> Vec<i32> {
+    let open = seal_now();
+    SEALED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend_from_slice(&open);
+    open
+}
+
+/// Descriptors [`seal_inherited_descriptors`] made close-on-exec.
+static SEALED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `f` with the caller's descriptors inheritable again: a wrapped command (the
+/// worker's) gets what its caller passed, hooks never do.
+pub fn with_inherited<R>(f: impl FnOnce() -> R) -> R {
+    let fds = SEALED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    restore_inheritable(&fds);
+    let r = f();
+    for &fd in &fds {
+        // SAFETY: as in `seal_now`.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    r
+}
+
+fn seal_now() -> Vec<i32> {
+    let mut open = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return open;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl flag queries and updates on descriptors of this process; one
+        // that the directory listing itself used is closed by now and fails harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                open.push(fd);
+            }
+        }
+    }
+    open
+}
+
+/// Undoes [`seal_inherited_descriptors`] for the given descriptors.
+pub fn restore_inheritable(fds: &[i32]) {
+    for &fd in fds {
+        // SAFETY: as above.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line =
+            b"42 (a) b) (c) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
+        let st = parse_stat(line).unwrap();
+        assert_eq!(st.state, b'S');
+        assert_eq!(st.ppid, 7);
+        assert_eq!(st.start, 123456);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = Identity::current();
+        assert!(me.start > 0);
+        assert!(me.alive());
+        let other = Identity {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert!(!other.alive());
+        assert_eq!(Identity::from_line(&me.to_line()), Some(me));
+    }
+}
