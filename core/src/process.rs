@@ -49,6 +49,8 @@ pub const MAX_CAPTURE: usize = 64 * 1024 * 1024;
 /// Relayed output waiting for a slow platform; past this the hook's pipes are left
 /// unread until the platform catches up.
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+/// How long the output of a finished hook may wait for a caller that reads nothing.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// The most a pipe takes without blocking once `poll` says it is writable (PIPE_BUF).
 const PIPE_CHUNK: usize = 4096;
 
@@ -514,7 +516,8 @@ impl<'a> Supervisor<'a> {
                     // themselves, then they are stopped like a timed-out unit.
                     if now >= exited + PIPE_GRACE {
                         if pipes_open {
-                            pipe_held = true;
+                            // Unread because the caller reads nothing is not "held".
+                            pipe_held = !self.paused();
                             self.close_pipes();
                         }
                         if !self.unit_done {
@@ -587,12 +590,13 @@ impl<'a> Supervisor<'a> {
         self.finish_lines();
         self.drain_sinks(signals);
         let exit = self.status.unwrap_or(Exit::Abandoned);
-        let ending = if self.caller_gone {
+        // What stopped the hook first names its end.
+        let ending = if self.timed_out {
+            Ending::TimedOut(exit)
+        } else if self.caller_gone {
             Ending::CallerGone(exit)
         } else if let Some(signal) = self.interrupted {
             Ending::Interrupted { signal, exit }
-        } else if self.timed_out {
-            Ending::TimedOut(exit)
         } else {
             Ending::Exited(exit)
         };
@@ -855,12 +859,26 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Hands the platform what is still queued for it. The hook is done, so nothing
-    /// else waits on this; a stop signal or the reader going away ends it.
+    /// else waits on this; a stop signal, the reader going away, or a reader that has
+    /// taken nothing for [`STALL_LIMIT`] ends it (the rest is dropped, and said so).
     fn drain_sinks(&mut self, signals: &mut SignalWatch) {
+        let mut last_progress = Instant::now();
+        let mut left = self.out.pending() + self.err.pending();
         while (self.out.pending() > 0 && !self.out.broken)
             || (self.err.pending() > 0 && !self.err.broken)
         {
             if signals.stop_signal().is_some() {
+                return;
+            }
+            let now_left = self.out.pending() + self.err.pending();
+            if now_left < left {
+                left = now_left;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= STALL_LIMIT {
+                tracing::warn!(
+                    "the caller has read nothing of this hook's output for {}s; {now_left} bytes of it were dropped",
+                    STALL_LIMIT.as_secs()
+                );
                 return;
             }
             let mut fds = Vec::with_capacity(3);

@@ -699,7 +699,14 @@ impl Record {
         assert!(
             matches!(
                 self.outcome(),
-                "ok" | "failed" | "timeout" | "signal" | "refused" | "spawn-error" | "skipped"
+                "ok" | "failed"
+                    | "timeout"
+                    | "signal"
+                    | "refused"
+                    | "spawn-error"
+                    | "skipped"
+                    | "lock-timeout"
+                    | "lost"
             ),
             "outcome: {}",
             self.0
