@@ -254,14 +254,20 @@ fn bool_value(key: &str, value: &DeValue<'_>) -> Result<bool, String> {
 
 fn duration_value(key: &str, value: &DeValue<'_>) -> Result<Duration, String> {
     if let Some(int) = value.as_integer() {
-        let n: u64 = u64::from_str_radix(&int.as_str().replace('_', ""), int.radix())
-            .map_err(|_| format!("'{key}' must be a positive number of seconds"))?;
+        let digits = int.as_str().replace('_', "");
+        if digits.starts_with('-') {
+            return Err(format!("'{key}' must be a positive number of seconds"));
+        }
+        // TOML integers are at most i64; anything that still fails to parse is too large.
+        let n: u64 =
+            u64::from_str_radix(digits.trim_start_matches('+'), int.radix()).unwrap_or(u64::MAX);
         if n == 0 {
             return Err(format!(
                 "'{key}' must be greater than zero; leave it out for the default"
             ));
         }
-        return Ok(Duration::from_secs(n));
+        return crate::header::check_duration_range(n)
+            .map_err(|m| format!("'{key}' = {digits} {m}"));
     }
     match value.as_str() {
         Some(s) => crate::header::parse_duration(s).map_err(|m| format!("'{key}' = {s:?}: {m}")),
@@ -341,6 +347,31 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_are_range_checked_with_file_and_line() {
+        for (text, line) in [
+            ("default_timeout = 9223372036854775807\n", 1),
+            ("kill_grace = 18446744073709552\n", 1),
+            (
+                "log_dir = \"/x\"\n[vzdump]\nkill_grace = \"9223372036854775807s\"\n",
+                3,
+            ),
+            ("default_timeout = \"8761h\"\n", 1),
+            ("default_timeout = 0x7fffffffffffffff\n", 1),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(
+                e.message.contains("the most is 31536000 seconds"),
+                "{text}: {e}"
+            );
+        }
+        let c = parse("default_timeout = \"8760h\"\nkill_grace = 31536000\n").unwrap();
+        let s = c.settings_for("vzdump");
+        assert_eq!(s.default_timeout, Some(crate::header::MAX_DURATION));
+        assert_eq!(s.kill_grace, crate::header::MAX_DURATION);
     }
 
     #[test]
