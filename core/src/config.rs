@@ -110,7 +110,7 @@ impl Config {
     }
 
     pub fn load_file(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
-        match std::fs::read(path) {
+        match read_bounded(path) {
             Ok(bytes) => {
                 let text = String::from_utf8(bytes).map_err(|e| ConfigError {
                     path: path.to_owned(),
@@ -119,13 +119,18 @@ impl Config {
                 })?;
                 Config::parse(&text, path)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 Ok(Config::default())
             }
-            Err(e) => Err(ConfigError {
+            Err(ReadError::Io(e)) => Err(ConfigError {
                 path: path.to_owned(),
                 line: None,
                 message: format!("cannot read it: {e}"),
+            }),
+            Err(ReadError::Refused(message)) => Err(ConfigError {
+                path: path.to_owned(),
+                line: None,
+                message,
             }),
         }
     }
@@ -187,6 +192,65 @@ impl Config {
         }
         s
     }
+}
+
+/// The largest configuration file read. Real ones are a few hundred bytes; the cap
+/// keeps a mistaken `HOOKRUN_CONFIG` (a log file, `/dev/zero`) from costing memory.
+pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
+enum ReadError {
+    Io(std::io::Error),
+    /// Not something a configuration can be: the message says what and the fix.
+    Refused(String),
+}
+
+/// Reads a configuration file without ever blocking or reading without bound: opened
+/// with `O_NONBLOCK` (a FIFO would otherwise wait for a writer forever), then only a
+/// regular file is read, and at most [`MAX_CONFIG_SIZE`] bytes of it.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(ReadError::Refused(format!(
+            "is {kind}, not a regular file, so it is not read; point HOOKRUN_CONFIG at a hookrun.toml file (or unset it for {DEFAULT_CONFIG_PATH})"
+        )));
+    }
+    let too_large = || {
+        ReadError::Refused(format!(
+            "is larger than {} KiB, the most a configuration file may be; is HOOKRUN_CONFIG pointing at the right file?",
+            MAX_CONFIG_SIZE >> 10
+        ))
+    };
+    if meta.len() > MAX_CONFIG_SIZE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte over the cap tells a file that grew since fstat from one that fits.
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn is_platform_name(name: &str) -> bool {
@@ -378,6 +442,54 @@ mod tests {
     fn syntax_error_has_a_line() {
         let e = parse("a = 1\nb = [\n").unwrap_err();
         assert!(e.line.is_some(), "{e}");
+    }
+
+    /// Runs `load_file` on a thread and fails if it does not return within seconds: a
+    /// blocking open or an unbounded read shows up as a timeout, not as a hung test.
+    fn load_promptly(path: &Path) -> Result<Config, ConfigError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load_file(&p, true));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("loading {} did not return within 10 s", path.display()))
+    }
+
+    #[test]
+    fn fifos_devices_and_directories_are_refused_promptly() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, kind) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a device"),
+            (Path::new("/dev/null"), "a device"),
+            (dir.path(), "a directory"),
+        ] {
+            let e = load_promptly(path).unwrap_err();
+            assert!(e.message.contains(kind), "{e}");
+            assert!(e.message.contains("point HOOKRUN_CONFIG at"), "{e}");
+            assert_eq!(e.line, None);
+        }
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        let mut text = String::from("log_dir = \"/x\"\n");
+        while (text.len() as u64) <= MAX_CONFIG_SIZE {
+            text.push_str("# padding padding padding padding padding padding\n");
+        }
+        std::fs::write(&big, &text).unwrap();
+        let e = load_promptly(&big).unwrap_err();
+        assert!(e.message.contains("larger than 1024 KiB"), "{e}");
+        // Just under the cap is fine.
+        text.truncate(MAX_CONFIG_SIZE as usize - 1);
+        let cut = text.rfind('\n').unwrap();
+        std::fs::write(&big, &text[..=cut]).unwrap();
+        assert!(load_promptly(&big).is_ok());
     }
 
     #[test]
