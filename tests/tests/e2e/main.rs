@@ -20,6 +20,7 @@
 
 mod asyncmode;
 mod cli;
+mod hardening;
 mod libvirt;
 mod libvirtd;
 mod process;
