@@ -313,52 +313,55 @@ fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: &str) -> Result<(
 pub fn check_symlink_target_dir(link: &Path, euid: u32) -> Result<(), String> {
     resolve_hook(link, euid)
         .map(|_| ())
-        .map_err(|m| format!("{} is a symlink into an unsafe place: {m}", link.display()))
+        .map_err(|(_, m)| format!("{} is a symlink into an unsafe place: {m}", link.display()))
 }
 
 /// Follows `path` (a file in a trusted directory) through its symlinks, each target's
 /// directory walked with [`open_trusted_dir`]. Returns the metadata of the file at the
-/// end by descriptor, `None` when something on the way does not exist.
-fn resolve_hook(path: &Path, euid: u32) -> Result<Option<FileStat>, TrustError> {
+/// end by descriptor, `None` when something on the way does not exist. An error comes
+/// with the number of links followed before it (0: the hook's own directory).
+fn resolve_hook(path: &Path, euid: u32) -> Result<Option<FileStat>, (usize, TrustError)> {
     let mut current = path.to_owned();
-    for _ in 0..40 {
+    for hop in 0..40 {
         let (dir, name) = split(&current);
+        let io = |e: nix::errno::Errno| TrustError::Io {
+            path: current.display().to_string(),
+            source: e.into(),
+        };
         let dirfd = match open_trusted_dir(&dir, euid, None) {
             Ok(fd) => fd,
             Err(TrustError::Missing { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err((hop, e)),
         };
         let st =
             match nix::sys::stat::fstatat(&dirfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(nix::errno::Errno::ENOENT) => return Ok(None),
-                Err(e) => {
-                    return Err(TrustError::Io {
-                        path: current.display().to_string(),
-                        source: e.into(),
-                    });
-                }
+                Err(e) => return Err((hop, io(e))),
             };
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
             return Ok(Some(st));
         }
         if st.st_uid != 0 && st.st_uid != euid {
-            return Err(TrustError::SymlinkOwner {
-                path: current.display().to_string(),
-                wanted: path.display().to_string(),
-                uid: st.st_uid,
-            });
+            return Err((
+                hop + 1,
+                TrustError::SymlinkOwner {
+                    path: current.display().to_string(),
+                    wanted: path.display().to_string(),
+                    uid: st.st_uid,
+                },
+            ));
         }
         let target =
-            nix::fcntl::readlinkat(&dirfd, name.as_os_str()).map_err(|e| TrustError::Io {
-                path: current.display().to_string(),
-                source: e.into(),
-            })?;
+            nix::fcntl::readlinkat(&dirfd, name.as_os_str()).map_err(|e| (hop + 1, io(e)))?;
         current = dir.join(target);
     }
-    Err(TrustError::SymlinkLoop {
-        wanted: path.display().to_string(),
-    })
+    Err((
+        40,
+        TrustError::SymlinkLoop {
+            wanted: path.display().to_string(),
+        },
+    ))
 }
 
 /// Directory and last component of a hook path.
@@ -390,22 +393,17 @@ pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), Stri
     if entry.candidate().is_none() {
         return Ok(());
     }
-    let (dir, _) = split(&entry.path);
-    match open_trusted_dir(&dir, euid, None) {
-        Ok(_) | Err(TrustError::Missing { .. }) => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    let symlink = std::fs::symlink_metadata(&entry.path).is_ok_and(|m| m.file_type().is_symlink());
-    let st = if symlink {
-        resolve_hook(&entry.path, euid).map_err(|m| {
+    // One walk: the hook's directory and its ancestors first, then each link's target.
+    let st = resolve_hook(&entry.path, euid).map_err(|(hop, e)| {
+        if hop == 0 {
+            e.to_string()
+        } else {
             format!(
-                "{} is a symlink into an unsafe place: {m}",
+                "{} is a symlink into an unsafe place: {e}",
                 entry.path.display()
             )
-        })?
-    } else {
-        resolve_hook(&entry.path, euid).map_err(|e| e.to_string())?
-    };
+        }
+    })?;
     let Some(st) = st else {
         return Ok(());
     };
