@@ -40,7 +40,7 @@ pub fn header(data: &[u8]) {
             assert!(!lock.contains('/') && lock != "." && lock != "..");
         }
         if let Some(t) = h.timeout {
-            assert!(!t.is_zero());
+            assert!(!t.is_zero() && t <= header::MAX_DURATION, "{t:?}");
         }
         if let Some(objects) = &h.objects {
             // What an objects line says survives being written out and read again.
@@ -81,8 +81,11 @@ pub fn config(data: &[u8]) {
                     assert!(p.is_absolute(), "{p:?}");
                 }
                 assert!(s.hooks_dir.as_ref().is_none_or(|d| d.is_absolute()));
-                assert!(!s.kill_grace.is_zero());
-                assert!(s.default_timeout.is_none_or(|t| !t.is_zero()));
+                // Positive and within the limit that keeps every sum with an Instant
+                // and every millisecond count in range.
+                let max = crate::header::MAX_DURATION;
+                assert!(!s.kill_grace.is_zero() && s.kill_grace <= max);
+                assert!(s.default_timeout.is_none_or(|t| !t.is_zero() && t <= max));
             }
         }
         Err(e) => {
