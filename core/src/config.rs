@@ -117,7 +117,7 @@ impl Config {
     }
 
     pub fn load_file(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
-        match std::fs::read(path) {
+        match read_bounded(path) {
             Ok(bytes) => {
                 let text = String::from_utf8(bytes).map_err(|e| ConfigError {
                     path: path.to_owned(),
@@ -126,13 +126,18 @@ impl Config {
                 })?;
                 Config::parse(&text, path)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 Ok(Config::default())
             }
-            Err(e) => Err(ConfigError {
+            Err(ReadError::Io(e)) => Err(ConfigError {
                 path: path.to_owned(),
                 line: None,
                 message: format!("cannot read it: {e}"),
+            }),
+            Err(ReadError::Refused(message)) => Err(ConfigError {
+                path: path.to_owned(),
+                line: None,
+                message,
             }),
         }
     }
@@ -194,6 +199,65 @@ impl Config {
         }
         s
     }
+}
+
+/// The largest configuration file read. Real ones are a few hundred bytes; the cap
+/// keeps a mistaken `HOOKRUN_CONFIG` (a log file, `/dev/zero`) from costing memory.
+pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
+enum ReadError {
+    Io(std::io::Error),
+    /// Not something a configuration can be: the message says what and the fix.
+    Refused(String),
+}
+
+/// Reads a configuration file without ever blocking or reading without bound: opened
+/// with `O_NONBLOCK` (a FIFO would otherwise wait for a writer forever), then only a
+/// regular file is read, and at most [`MAX_CONFIG_SIZE`] bytes of it.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(ReadError::Refused(format!(
+            "is {kind}, not a regular file, so it is not read; point HOOKRUN_CONFIG at a hookrun.toml file (or unset it for {DEFAULT_CONFIG_PATH})"
+        )));
+    }
+    let too_large = || {
+        ReadError::Refused(format!(
+            "is larger than {} KiB, the most a configuration file may be; is HOOKRUN_CONFIG pointing at the right file?",
+            MAX_CONFIG_SIZE >> 10
+        ))
+    };
+    if meta.len() > MAX_CONFIG_SIZE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte over the cap tells a file that grew since fstat from one that fits.
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn is_platform_name(name: &str) -> bool {
@@ -262,14 +326,20 @@ fn bool_value(key: &str, value: &DeValue<'_>) -> Result<bool, String> {
 
 fn duration_value(key: &str, value: &DeValue<'_>) -> Result<Duration, String> {
     if let Some(int) = value.as_integer() {
-        let n: u64 = u64::from_str_radix(&int.as_str().replace('_', ""), int.radix())
-            .map_err(|_| format!("'{key}' must be a positive number of seconds"))?;
+        let digits = int.as_str().replace('_', "");
+        if digits.starts_with('-') {
+            return Err(format!("'{key}' must be a positive number of seconds"));
+        }
+        // TOML integers are at most i64; anything that still fails to parse is too large.
+        let n: u64 =
+            u64::from_str_radix(digits.trim_start_matches('+'), int.radix()).unwrap_or(u64::MAX);
         if n == 0 {
             return Err(format!(
                 "'{key}' must be greater than zero; leave it out for the default"
             ));
         }
-        return Ok(Duration::from_secs(n));
+        return crate::header::check_duration_range(n)
+            .map_err(|m| format!("'{key}' = {digits} {m}"));
     }
     match value.as_str() {
         Some(s) => crate::header::parse_duration(s).map_err(|m| format!("'{key}' = {s:?}: {m}")),
@@ -352,9 +422,82 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_range_checked_with_file_and_line() {
+        for (text, line) in [
+            ("default_timeout = 9223372036854775807\n", 1),
+            ("kill_grace = 18446744073709552\n", 1),
+            (
+                "log_dir = \"/x\"\n[vzdump]\nkill_grace = \"9223372036854775807s\"\n",
+                3,
+            ),
+            ("default_timeout = \"8761h\"\n", 1),
+            ("default_timeout = 0x7fffffffffffffff\n", 1),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(
+                e.message.contains("the most is 31536000 seconds"),
+                "{text}: {e}"
+            );
+        }
+        let c = parse("default_timeout = \"8760h\"\nkill_grace = 31536000\n").unwrap();
+        let s = c.settings_for("vzdump");
+        assert_eq!(s.default_timeout, Some(crate::header::MAX_DURATION));
+        assert_eq!(s.kill_grace, crate::header::MAX_DURATION);
+    }
+
+    #[test]
     fn syntax_error_has_a_line() {
         let e = parse("a = 1\nb = [\n").unwrap_err();
         assert!(e.line.is_some(), "{e}");
+    }
+
+    /// Runs `load_file` on a thread and fails if it does not return within seconds: a
+    /// blocking open or an unbounded read shows up as a timeout, not as a hung test.
+    fn load_promptly(path: &Path) -> Result<Config, ConfigError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load_file(&p, true));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("loading {} did not return within 10 s", path.display()))
+    }
+
+    #[test]
+    fn fifos_devices_and_directories_are_refused_promptly() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, kind) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a device"),
+            (Path::new("/dev/null"), "a device"),
+            (dir.path(), "a directory"),
+        ] {
+            let e = load_promptly(path).unwrap_err();
+            assert!(e.message.contains(kind), "{e}");
+            assert!(e.message.contains("point HOOKRUN_CONFIG at"), "{e}");
+            assert_eq!(e.line, None);
+        }
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        let mut text = String::from("log_dir = \"/x\"\n");
+        while (text.len() as u64) <= MAX_CONFIG_SIZE {
+            text.push_str("# padding padding padding padding padding padding\n");
+        }
+        std::fs::write(&big, &text).unwrap();
+        let e = load_promptly(&big).unwrap_err();
+        assert!(e.message.contains("larger than 1024 KiB"), "{e}");
+        // Just under the cap is fine.
+        text.truncate(MAX_CONFIG_SIZE as usize - 1);
+        let cut = text.rfind('\n').unwrap();
+        std::fs::write(&big, &text[..=cut]).unwrap();
+        assert!(load_promptly(&big).is_ok());
     }
 
     #[test]

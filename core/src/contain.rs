@@ -343,6 +343,11 @@ pub fn guard() {
     if guard_pid().is_some() {
         return;
     }
+    // Forking is only sound with one thread (hookrun's binaries); a library caller with
+    // threads — a test harness, a fuzzer — runs unguarded rather than be split in two.
+    if !single_threaded() {
+        return;
+    }
     // The self-pipe exists before the fork, so the worker's replacement is complete.
     let _ = crate::signals::SignalWatch::install();
     let mut forwarded = nix::sys::signal::SigSet::empty();
@@ -383,6 +388,20 @@ pub fn guard() {
             let _ = old_mask.thread_set_mask();
         }
     }
+}
+
+fn single_threaded() -> bool {
+    let Some(text) = read_small(c"/proc/self/stat") else {
+        return false;
+    };
+    let Some(close) = text.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    // Field 20 overall (num_threads) is the 18th after the command name.
+    std::str::from_utf8(&text[close + 1..])
+        .ok()
+        .and_then(|rest| rest.split_ascii_whitespace().nth(17))
+        == Some("1")
 }
 
 fn stdin_is_foreground_terminal() -> bool {

@@ -47,6 +47,10 @@ pub struct Candidate {
     pub implicit: bool,
     /// Metadata of the file the entry leads to.
     pub meta: std::fs::Metadata,
+    /// Another hook of the directory with the same job name ([`crate::job::hook_key`]);
+    /// the two would share a running marker, an async log and a Checkmk file, so
+    /// neither runs while both are there.
+    pub job_conflict: Option<OsString>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,9 +69,70 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The file name for messages, records and `HOOKRUN_HOOK`.
+    /// The file name for messages, records and job names ([`escape_name`]).
     pub fn display_name(&self) -> std::borrow::Cow<'_, str> {
-        self.name.to_string_lossy()
+        escape_name(&self.name)
+    }
+
+    /// Why this hook may not run because another hook has its job name; names both.
+    pub fn job_conflict(&self) -> Option<String> {
+        let other = self.candidate()?.job_conflict.as_ref()?;
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let key = crate::job::hook_key(&self.display_name());
+        Some(format!(
+            "{} and {} have the same job name (<platform>-{key}), so they would share a running marker, an async log and a Checkmk job file; rename one of them, or disable it (mv {} {}.disabled)",
+            self.path.display(),
+            dir.join(other).display(),
+            dir.join(other).display(),
+            dir.join(other).display(),
+        ))
+    }
+}
+
+/// A file name as text: UTF-8 as it is, every byte that is not valid UTF-8 as `\xNN`.
+/// Unlike a lossy conversion, two names that differ only in such bytes stay different
+/// (in messages, records and job names).
+pub fn escape_name(name: &OsStr) -> std::borrow::Cow<'_, str> {
+    if let Some(s) = name.to_str() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for chunk in name.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether a candidate is a hook that can run and so owns its job name: executable,
+/// with a `# phases:` line (or one implied by its name). Helper files beside hooks
+/// (`backup.conf` next to `backup.sh`) never run and claim nothing.
+fn claims_job(c: &Candidate) -> bool {
+    c.executable && (c.header.phases.is_some() || c.header.phases_invalid)
+}
+
+/// Sets [`Candidate::job_conflict`] for every hook of a full scan that shares its job
+/// name with another.
+fn mark_job_conflicts(entries: &mut [Entry]) {
+    let keys: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| {
+            e.candidate()
+                .filter(|c| claims_job(c))
+                .map(|_| crate::job::hook_key(&e.display_name()))
+        })
+        .collect();
+    for i in 0..entries.len() {
+        let other = keys[i].as_ref().and_then(|k| {
+            (0..entries.len())
+                .find(|&j| j != i && keys[j].as_ref() == Some(k))
+                .map(|j| entries[j].name.clone())
+        });
+        if let EntryState::Candidate(c) = &mut entries[i].state {
+            c.job_conflict = other;
+        }
     }
 }
 
@@ -147,11 +212,13 @@ impl ImplicitHooks {
 /// one whose other header lines are invalid still gets the phase, so that its errors are
 /// reported (and it is refused) where it would have run.
 pub fn apply_implicit(entries: &mut [Entry], rule: &ImplicitHooks) {
-    for e in entries {
+    for e in &mut *entries {
         if let EntryState::Candidate(c) = &mut e.state {
             c.implicit = imply(&mut c.header, &e.name, rule);
         }
     }
+    // Implied phases make more files hooks, and so more names claimed.
+    mark_job_conflicts(entries);
 }
 
 /// The rule of [`apply_implicit`] for one header; true when it gave the header its phase.
@@ -183,6 +250,12 @@ pub fn ignore_reason(name: &[u8]) -> Option<IgnoreReason> {
         (b".rpmnew", "*.rpmnew"),
         (b".rpmsave", "*.rpmsave"),
         (b".rpmorig", "*.rpmorig"),
+        // What editors, installers and `sed -i`-style tools leave while or after
+        // replacing a file (Slackware's run-parts skips `.new` too); a hook kept under
+        // such a name beside its successor would otherwise run twice with one job name.
+        (b".old", "*.old"),
+        (b".new", "*.new"),
+        (b".tmp", "*.tmp"),
     ];
     for (suffix, pattern) in SUFFIXES {
         if name.ends_with(suffix) {
@@ -292,20 +365,73 @@ fn scan_impl(dir: &Path, focus: Option<&Focus<'_>>) -> Result<Vec<Entry>, Dispat
         }
         out
     };
-    if threads == 1 {
-        return Ok(scan_chunk(&names));
+    let mut entries = if threads == 1 {
+        scan_chunk(&names)
+    } else {
+        let parts: Vec<Vec<Entry>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || scan_chunk(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("scan threads do not panic"))
+                .collect()
+        });
+        parts.into_iter().flatten().collect()
+    };
+    match focus {
+        None => mark_job_conflicts(&mut entries),
+        Some(f) => mark_focused_job_conflicts(dirfd, &names, &mut entries, f),
     }
-    let parts: Vec<Vec<Entry>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || scan_chunk(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("scan threads do not panic"))
-            .collect()
-    });
-    Ok(parts.into_iter().flatten().collect())
+    Ok(entries)
+}
+
+/// [`mark_job_conflicts`] for a focused scan, which has read only the hooks of its
+/// phase: every other name of the directory is compared by its job key, and only a name
+/// that matches one (rare) has its header read to see whether it is a hook.
+fn mark_focused_job_conflicts(
+    dirfd: BorrowedFd<'_>,
+    names: &[(OsString, Option<std::fs::FileType>)],
+    entries: &mut [Entry],
+    focus: &Focus<'_>,
+) {
+    let wanted: Vec<(usize, String)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.candidate().is_some_and(claims_job))
+        .map(|(i, e)| (i, crate::job::hook_key(&e.display_name())))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let mut buf = Vec::new();
+    for (name, ftype) in names {
+        if ignore_reason(name.as_bytes()).is_some() || ftype.is_some_and(|t| t.is_dir()) {
+            continue;
+        }
+        let key = crate::job::hook_key(&escape_name(name));
+        for (i, k) in &wanted {
+            if *k != key || entries[*i].name == *name {
+                continue;
+            }
+            if buf.is_empty() {
+                buf = vec![0u8; HEADER_LIMIT];
+            }
+            let hook = match classify(dirfd, name, *ftype, &mut buf, None) {
+                Some(EntryState::Candidate(mut c)) => {
+                    if let Some(rule) = focus.implicit {
+                        imply(&mut c.header, name, rule);
+                    }
+                    claims_job(&c)
+                }
+                _ => false,
+            };
+            if hook && let EntryState::Candidate(c) = &mut entries[*i].state {
+                c.job_conflict.get_or_insert_with(|| name.clone());
+            }
+        }
+    }
 }
 
 /// Inspects one file as a scan would (for `hookrun lint` on a single path).
@@ -439,6 +565,7 @@ fn classify(
         symlink,
         implicit,
         meta,
+        job_conflict: None,
     })))
 }
 
@@ -571,7 +698,12 @@ mod tests {
             ("a.rpmsave", Some(IgnoreReason::Leftover("*.rpmsave"))),
             ("a.rpmorig", Some(IgnoreReason::Leftover("*.rpmorig"))),
             ("a.disabled", Some(IgnoreReason::Disabled)),
+            ("10-copy.old", Some(IgnoreReason::Leftover("*.old"))),
+            ("10-copy.new", Some(IgnoreReason::Leftover("*.new"))),
+            ("10-copy.sh.tmp", Some(IgnoreReason::Leftover("*.tmp"))),
             ("10-copy.sh", None),
+            ("a.older", None),
+            ("renew", None),
             ("backup", None),
             ("a.dpkg", None),
         ] {
@@ -641,6 +773,103 @@ mod tests {
             panic!()
         };
         assert!(why.contains("loop"), "{why}");
+    }
+
+    #[test]
+    fn hooks_sharing_a_job_name_are_marked_in_both_kinds_of_scan() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let hook = "#!/bin/sh\n# phases: x\n";
+        write(dir, "10-copy.sh", hook, 0o755);
+        write(dir, "10-copy.py", "#!/bin/sh\n# phases: y\n", 0o755);
+        // Helpers beside a hook claim nothing: no phases, or not executable.
+        write(dir, "20-sync.sh", hook, 0o755);
+        write(dir, "20-sync.conf", "REMOTE=nas\n", 0o644);
+        write(dir, "20-sync.txt", "#!/bin/sh\n# phases: x\n", 0o644);
+        write(dir, "30-a b", hook, 0o755);
+        write(dir, "30-a_b", hook, 0o755);
+        // Names that differ only in bytes that are not UTF-8 do not collide.
+        for b in [0xffu8, 0xfe] {
+            let bytes = [b'4', b'0', b'-', b];
+            let p = dir.join(OsStr::from_bytes(&bytes));
+            std::fs::write(&p, hook).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let conflicts = |entries: &[Entry]| -> Vec<(String, String)> {
+            entries
+                .iter()
+                .filter_map(|e| {
+                    let c = e.candidate()?.job_conflict.as_ref()?;
+                    Some((e.display_name().into_owned(), escape_name(c).into_owned()))
+                })
+                .collect()
+        };
+        let all = scan(dir).unwrap();
+        assert_eq!(
+            conflicts(&all),
+            [
+                ("10-copy.py".to_owned(), "10-copy.sh".to_owned()),
+                ("10-copy.sh".into(), "10-copy.py".into()),
+                ("30-a b".into(), "30-a_b".into()),
+                ("30-a_b".into(), "30-a b".into()),
+            ]
+        );
+        let named: Vec<String> = all.iter().map(|e| e.display_name().into_owned()).collect();
+        assert!(named.contains(&"40-\\xfe".to_owned()), "{named:?}");
+        let msg = all[1].job_conflict().unwrap();
+        assert!(
+            msg.contains("10-copy.sh and ") && msg.contains("10-copy.py have the same job name"),
+            "{msg}"
+        );
+        assert!(msg.contains(".disabled"), "{msg}");
+        // The focused scan of phase x reads only 10-copy.sh of the pair, yet finds .py.
+        let focus = Focus {
+            phase: "x",
+            object: None,
+            implicit: None,
+        };
+        let some = scan_for(dir, &focus).unwrap();
+        assert_eq!(
+            conflicts(&some),
+            [
+                ("10-copy.sh".to_owned(), "10-copy.py".to_owned()),
+                ("30-a b".into(), "30-a_b".into()),
+                ("30-a_b".into(), "30-a b".into()),
+            ]
+        );
+        assert!(
+            some.iter()
+                .any(|e| e.name == "20-sync.sh" && e.job_conflict().is_none())
+        );
+    }
+
+    #[test]
+    fn implied_hooks_claim_their_job_names_too() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "pre-backup.sh", "#!/bin/sh\n", 0o755);
+        write(
+            d.path(),
+            "pre-backup.py",
+            "#!/bin/sh\n# phases: pre-backup\n",
+            0o755,
+        );
+        let rule = ImplicitHooks {
+            prefixes: &["pre-"],
+            suffix: ".sh",
+        };
+        let mut all = scan(d.path()).unwrap();
+        assert!(all.iter().all(|e| e.job_conflict().is_none()));
+        apply_implicit(&mut all, &rule);
+        assert!(all.iter().all(|e| e.job_conflict().is_some()));
+        let focus = Focus {
+            phase: "pre-backup",
+            object: Some("backup"),
+            implicit: Some(&rule),
+        };
+        let some = scan_for(d.path(), &focus).unwrap();
+        assert_eq!(some.len(), 2);
+        assert!(some.iter().all(|e| e.job_conflict().is_some()));
     }
 
     #[test]
@@ -772,6 +1001,9 @@ mod tests {
                 b".rpmnew",
                 b".rpmsave",
                 b".rpmorig",
+                b".old",
+                b".new",
+                b".tmp",
             ] {
                 if name.ends_with(leftover) {
                     why.insert("leftover");
@@ -820,6 +1052,9 @@ mod tests {
                 b".dpkg-dist",
                 b".dpkg-old",
                 b".ucf-new",
+                b".old",
+                b".new",
+                b".tmp",
                 b".sh",
                 b".dpkg",
                 b".disabled.sh",

@@ -373,6 +373,10 @@ impl<'a> Dispatcher<'a> {
     /// hooks that start): the directory and the file as they are now, not as the scan
     /// saw them — a dispatch can run for hours.
     fn check_permissions(&mut self, entry: &Entry) -> Result<(), String> {
+        // Not a permission but an identity: refused whatever `strict_permissions` says.
+        if let Some(why) = entry.job_conflict() {
+            return Err(why);
+        }
         if !self.settings.strict_permissions {
             return Ok(());
         }

@@ -340,8 +340,28 @@ fn parse_phases(value: &str) -> Result<Phases, String> {
     Ok(Phases::List(list))
 }
 
-/// Parses `90`, `90s`, `5m`, `1h` into a duration. Zero is refused: it would either
-/// mean "no time at all" or "no limit", and a reader cannot tell which was meant.
+/// The longest duration any header line or configuration key may give: 365 days
+/// (`8760h`). Far beyond any sensible hook timeout, and small enough that adding it to
+/// an `Instant`, to a grace period, or converting it to milliseconds in a `u64` can
+/// never overflow — so a value that parses can never make the dispatcher panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(MAX_DURATION_SECS);
+
+/// [`MAX_DURATION`] in seconds.
+pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
+
+/// Refuses durations above [`MAX_DURATION`], naming the limit.
+pub fn check_duration_range(secs: u64) -> Result<Duration, String> {
+    if secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "is too large: the most is {MAX_DURATION_SECS} seconds (8760h, 365 days); leave the line out for no timeout"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Parses `90`, `90s`, `5m`, `1h` into a duration of at most [`MAX_DURATION`]. Zero is
+/// refused: it would either mean "no time at all" or "no limit", and a reader cannot
+/// tell which was meant.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => value.split_at(i),
@@ -356,16 +376,18 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
                 .into(),
         ),
     };
-    let n: u64 = digits.parse().map_err(|_| {
-        "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
-            .to_string()
-    })?;
+    if digits.is_empty() {
+        return Err(
+            "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
+                .into(),
+        );
+    }
+    // Only digits remain, so a failed parse is a number beyond u64: too large.
+    let n: u64 = digits.parse().unwrap_or(u64::MAX);
     if n == 0 {
         return Err("must be greater than zero; leave the line out for no timeout".into());
     }
-    n.checked_mul(factor)
-        .map(Duration::from_secs)
-        .ok_or_else(|| "is too large".to_string())
+    check_duration_range(n.saturating_mul(factor))
 }
 
 /// Lock names become file names under the lock directory, so they must not be able to
@@ -578,6 +600,33 @@ mod tests {
         assert!(parse_duration("1.5m").is_err());
     }
 
+    #[test]
+    fn durations_are_bounded_so_nothing_can_overflow() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
+        for huge in [
+            "8761h",
+            "31536001",
+            "525601m",
+            "9223372036854775807",
+            "18446744073709552",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999h",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("the most is 31536000 seconds"), "{huge}: {e}");
+        }
+        // What the limit promises: the dispatcher's arithmetic on it cannot overflow.
+        let now = std::time::Instant::now();
+        let _ = now + MAX_DURATION + MAX_DURATION;
+        assert!(u64::try_from(MAX_DURATION.as_millis()).is_ok());
+        let h = p("#!/bin/sh\n# phases: x\n# timeout: 9223372036854775807\n");
+        assert_eq!(h.errors.len(), 1);
+        assert_eq!((h.errors[0].line, h.errors[0].key), (3, "timeout"));
+        assert_eq!(h.timeout, None);
+    }
+
     /// Property tests: any bytes parse without panicking, a generated valid header
     /// parses back to the values it was made from, and the whitespace and CRLF freedom
     /// the design promises changes nothing.
@@ -668,6 +717,8 @@ mod tests {
                         if let Some((n, unit)) = timeout {
                             let (suffix, factor) =
                                 [("", 1), ("s", 1), ("m", 60), ("h", 3600)][unit];
+                            // Within MAX_DURATION, whatever the unit.
+                            let n = 1 + (n - 1) % (MAX_DURATION_SECS / factor);
                             h.timeout = Some(Duration::from_secs(n * factor));
                             lines.push(Line::Key("timeout", vec![format!("{n}{suffix}")]));
                         }

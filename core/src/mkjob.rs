@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -86,11 +86,8 @@ fn user_name() -> String {
 /// hook from running.
 pub fn start(mk_job_dir: &Path, job: &str) -> Option<RunningJob> {
     let dir = mk_job_dir.join(user_name());
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-    {
+    let euid = nix::unistd::geteuid().as_raw();
+    if let Err(e) = crate::perms::open_trusted_dir(&dir, euid, Some(0o755)) {
         tracing::warn!(
             "mk-job: cannot create {}: {e}; no Checkmk job file for {job} (check mk_job_dir in the config)",
             dir.display()

@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -98,10 +98,11 @@ impl RecordLog {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
                 // 0750: records name hooks and objects; operators read them as root.
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o750)
-                    .create(dir)?;
+                // Trusted: a log directory squatted or symlinked by another user is
+                // refused, not written through (perms::open_trusted_dir).
+                let euid = nix::unistd::geteuid().as_raw();
+                crate::perms::open_trusted_dir(dir, euid, Some(0o750))
+                    .map_err(std::io::Error::other)?;
             }
             let f = OpenOptions::new()
                 .append(true)

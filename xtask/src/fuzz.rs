@@ -35,6 +35,10 @@ pub const TARGETS: &[(&str, &str)] = &[
         "header",
         "hook header parser and lint (header::parse, lint::lint_bytes)",
     ),
+    (
+        "dispatch",
+        "the real dispatch path with arbitrary header values (fuzzing::dispatch)",
+    ),
     ("config", "configuration file parser (Config::parse)"),
     (
         "libvirt",

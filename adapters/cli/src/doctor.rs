@@ -1333,6 +1333,14 @@ impl Doctor<'_> {
             EntryState::Candidate(c) => c,
         };
         let h = &cand.header;
+        if let Some(why) = e.job_conflict() {
+            s.fix(
+                Severity::Error,
+                &subject,
+                format!("{why}; every dispatch refuses it"),
+                format!("mv {} {}.disabled", sh(path), sh(path)),
+            );
+        }
         let (buf, truncated) = discover::read_head(path).unwrap_or_default();
         let findings: Vec<lint::Finding> =
             lint_bytes(&buf, truncated, known.map(|k| (platform, k)))

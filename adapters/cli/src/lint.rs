@@ -107,6 +107,9 @@ fn lint_entry(
         }
         EntryState::Candidate(c) => c,
     };
+    if let Some(why) = entry.job_conflict() {
+        tally.report(&shown, Severity::Error, &format!("would be refused: {why}"));
+    }
     match discover::read_head(&entry.path) {
         Ok((buf, truncated)) => {
             if cand.implicit {

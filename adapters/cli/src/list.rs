@@ -86,12 +86,15 @@ pub fn plan(
         let (status, detail) = match e.verdict(phase, object) {
             Verdict::Run => {
                 let c = e.candidate().expect("runs are candidates");
-                let refusal = dir_refusal.clone().or_else(|| {
-                    settings
-                        .strict_permissions
-                        .then(|| hookrun_core::perms::check_entry(e, euid()).err())
-                        .flatten()
-                });
+                let refusal = e
+                    .job_conflict()
+                    .or_else(|| dir_refusal.clone())
+                    .or_else(|| {
+                        settings
+                            .strict_permissions
+                            .then(|| hookrun_core::perms::check_entry(e, euid()).err())
+                            .flatten()
+                    });
                 match refusal {
                     Some(why) => {
                         problems += 1;
@@ -229,11 +232,12 @@ fn inventory(settings: &Settings, dir: &Path, entries: &[Entry], platform: &str)
                         "WARN",
                         format!("not executable: chmod +x {}", e.path.display()),
                     )
-                } else if let Some(why) = settings
-                    .strict_permissions
-                    .then(|| hookrun_core::perms::check_entry(e, euid()).err())
-                    .flatten()
-                {
+                } else if let Some(why) = e.job_conflict().or_else(|| {
+                    settings
+                        .strict_permissions
+                        .then(|| hookrun_core::perms::check_entry(e, euid()).err())
+                        .flatten()
+                }) {
                     ("REFUSED", why)
                 } else {
                     let mut d = format!("phases: {}; {}", phases_of(e), h.mode_or_default());

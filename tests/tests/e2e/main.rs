@@ -21,6 +21,7 @@
 mod asyncmode;
 mod cli;
 mod containment;
+mod hardening;
 mod libvirt;
 mod libvirtd;
 mod process;
