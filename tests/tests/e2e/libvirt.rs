@@ -494,14 +494,14 @@ fn a_filter_that_changes_nothing_prints_nothing() {
 }
 
 #[test]
-fn after_a_failing_filter_hook_later_hooks_get_the_original_input() {
+fn a_failed_filter_hook_contributes_nothing_and_the_chain_goes_on_from_the_last_good_xml() {
     for op in ["migrate", "restore"] {
         let host = LibvirtHost::new();
         tagging_hook(&host, "10-a", op, "a");
         host.capture_hook(
             "20-fail",
             &["mode: sync", &format!("phases: {op}")],
-            "echo '20-fail: cannot map the GPU' >&2; exit 3",
+            "echo '<domain>half-written</domain>'; echo '20-fail: cannot map the GPU' >&2; exit 3",
         );
         tagging_hook(&host, "30-b", op, "b");
         host.capture_hook("40-last", &["mode: sync", &format!("phases: {op}")], "");
@@ -522,17 +522,52 @@ fn after_a_failing_filter_hook_later_hooks_get_the_original_input() {
                 )
             })
             .collect();
-        let tagged_a = xml.replace("</description>", ",a</description>");
+        let tagged = |t: &str| xml.replace("</description>", &format!("{t}</description>"));
         assert_eq!(
             seen,
             [
                 ("10-a", xml.clone()),
-                ("20-fail", tagged_a),
-                ("30-b", xml.clone()),
-                ("40-last", xml.clone()),
+                ("20-fail", tagged(",a")),
+                ("30-b", tagged(",a")),
+                ("40-last", tagged(",a,b")),
             ],
-            "{op}: once a hook failed, the following ones get libvirt's original XML"
+            "{op}: a failed hook's output is dropped; the next one gets the last good XML"
         );
+    }
+}
+
+/// Issue 14's scenario: an `on-error: warn` hook that fails must not throw away the
+/// filters before or after it — wherever it sits in the chain.
+#[test]
+fn a_failing_on_error_warn_filter_hook_keeps_every_other_filters_output() {
+    for op in ["migrate", "restore"] {
+        for warn_name in ["05-warnfail", "15-warnfail", "25-warnfail"] {
+            let host = LibvirtHost::new();
+            host.capture_hook(
+                warn_name,
+                &["mode: sync", &format!("phases: {op}"), "on-error: warn"],
+                "echo '<domain>garbage</domain>'; exit 1",
+            );
+            tagging_hook(&host, "10-hook1", op, "hook1");
+            tagging_hook(&host, "20-hook2", op, "hook2");
+            let xml = domain_xml("vm1");
+            let out = host
+                .call("qemu", ["vm1", op, "begin", "-"])
+                .run_with_stdin(xml.clone());
+            out.assert_code(0)
+                .assert_stdout_eq(&xml.replace("</description>", ",hook1,hook2</description>"));
+            out.assert_stderr_contains(warn_name);
+            let records: Vec<(String, String)> = host
+                .env
+                .records()
+                .iter()
+                .map(|r| (r.hook().to_owned(), r.outcome().to_owned()))
+                .collect();
+            assert!(
+                records.contains(&(warn_name.to_owned(), "failed".to_owned())),
+                "{op} {warn_name}: {records:?}"
+            );
+        }
     }
 }
 
