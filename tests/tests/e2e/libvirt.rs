@@ -330,7 +330,14 @@ fn stdin_reaches_every_sync_hook_byte_for_byte_and_async_hooks_get_a_copy() {
         .call("qemu", ["vm1", "prepare", "begin", "-"])
         .run_with_stdin(xml.clone());
     out.assert_code(0).assert_stdout_eq("");
-    out.assert_stderr_line(&["05-ignores-stdin: ok"]);
+    // (hookrun's "ok" lines stay out of an abortable op's stderr; the record has it.)
+    assert!(
+        host.env
+            .records()
+            .iter()
+            .any(|r| r.hook() == "05-ignores-stdin" && r.outcome() == "ok"),
+        "05-ignores-stdin must have succeeded"
+    );
     wait_for_lines(&host.env.calls_log(), 4, Duration::from_secs(30));
     let calls = host.calls();
     let mut names: Vec<&str> = calls.iter().map(|c| c.hook.as_str()).collect();
@@ -595,7 +602,9 @@ fn a_failing_hook_aborts_the_ops_libvirt_lets_abort_and_its_stderr_reaches_libvi
         "echo \"10-fail refuses $2 of $1\" >&2; exit 3",
     );
     host.capture_hook("20-log", &["mode: sync", "phases: *"], "");
-    for (i, (driver, op)) in ABORT_OPS.iter().enumerate() {
+    // `reconnect` defaults to on-error warn: see the reconnect tests below.
+    let ops = ABORT_OPS.iter().filter(|(_, op)| *op != "reconnect");
+    for (i, (driver, op)) in ops.enumerate() {
         let object = if *driver == "network" {
             "hooknet"
         } else {
@@ -853,4 +862,151 @@ fn a_missing_hooks_directory_fails_the_ops_libvirt_lets_abort_and_names_the_fix(
         .assert_code(0)
         .assert_stderr_line(&["does not exist"]);
     call("daemon", ["-", "start", "-", "start"]).assert_code(0);
+}
+
+const RECONNECTS: &[(&str, &str)] = &[("qemu", "vm1"), ("lxc", "ct1"), ("libxl", "xen1")];
+
+/// Issue 14: a failed `reconnect` makes libvirt kill a guest that has been running all
+/// along, so only a hook that asks for it with `on-error: fail` may fail it.
+#[test]
+fn reconnect_fails_only_for_a_hook_that_says_on_error_fail() {
+    let host = LibvirtHost::new();
+    host.capture_hook(
+        "10-fail",
+        &["mode: sync", "phases: reconnect"],
+        "echo '10-fail: monitoring is down' >&2; exit 3",
+    );
+    for (driver, object) in RECONNECTS {
+        let out = host
+            .call(driver, [object, "reconnect", "begin", "-"])
+            .run_with_stdin(stdin_for(driver, object, "reconnect"));
+        out.assert_code(0)
+            .assert_stderr_contains("10-fail: monitoring is down")
+            .assert_stderr_contains("on-error warn");
+    }
+    assert!(host.env.records().iter().all(|r| r.outcome() == "failed"));
+    host.capture_hook(
+        "20-kill",
+        &["mode: sync", "phases: reconnect", "on-error: fail"],
+        "echo '20-kill: this guest must not run here' >&2; exit 4",
+    );
+    for (driver, object) in RECONNECTS {
+        host.call(driver, [object, "reconnect", "begin", "-"])
+            .run_with_stdin(stdin_for(driver, object, "reconnect"))
+            .assert_code(4)
+            .assert_stderr_contains("20-kill: this guest must not run here")
+            .assert_stderr_contains("libvirt now kills the running guest");
+    }
+}
+
+/// Issue 14: a typo in hookrun.toml, a missing hooks directory or one every hook is
+/// refused in made every `reconnect` fail, and libvirt killed the running guests. Other
+/// abortable ops keep failing for the same problems.
+#[test]
+fn reconnect_never_fails_for_hookruns_own_problems() {
+    let host = LibvirtHost::new();
+    host.capture_hook(
+        "10-kill",
+        &["mode: sync", "phases: reconnect prepare", "on-error: fail"],
+        "exit 0",
+    );
+    let check = |what: &str, prepare_code: i32| {
+        for (driver, object) in RECONNECTS {
+            let out = host
+                .call(driver, [object, "reconnect", "begin", "-"])
+                .run_with_stdin(stdin_for(driver, object, "reconnect"));
+            out.check(
+                out.code() == Some(0),
+                &format!("{what}: {driver} reconnect must exit 0"),
+            );
+            out.assert_stderr_contains("exiting 0 anyway")
+                .assert_stderr_contains(&format!("kill the running guest {object}"));
+        }
+        host.call("qemu", ["vm1", "prepare", "begin", "-"])
+            .run_with_stdin(stdin_for("qemu", "vm1", "prepare"))
+            .assert_code(prepare_code);
+    };
+
+    // Every hook refused: the directory is group-writable.
+    let hooks = host.env.hooks_dir();
+    hookrun_tests::chmod(&hooks, 0o775);
+    check("group-writable hooks dir", 126);
+    hookrun_tests::chmod(&hooks, 0o755);
+
+    // The hooks directory is missing.
+    let moved = host.env.path("hooks-moved");
+    std::fs::rename(&hooks, &moved).expect("move the hooks dir away");
+    check("missing hooks dir", 78);
+    std::fs::rename(&moved, &hooks).expect("move the hooks dir back");
+
+    // A typo in the configuration file.
+    let config = std::fs::read_to_string(host.env.config_path()).expect("read the config");
+    write_file(
+        &host.env.config_path(),
+        format!(
+            "{config}
+strict_permisions = true
+"
+        ),
+        0o644,
+    );
+    check("config typo", 78);
+}
+
+/// Issue 14: in an op libvirt can abort, hookrun's stderr is the error virsh shows:
+/// hookrun's own success lines stay out of it (they go to the journal), the reason and
+/// hookrun's verdict are in it.
+#[test]
+fn a_failing_abortable_op_shows_the_reason_without_hookruns_success_lines() {
+    let host = LibvirtHost::new();
+    host.capture_hook("00-log", &["mode: sync", "phases: prepare stopped"], "");
+    host.capture_hook(
+        "10-fail",
+        &["mode: sync", "phases: prepare"],
+        "echo '10-fail: no GPU for this guest' >&2; exit 3",
+    );
+    let out = host
+        .call("qemu", ["vm1", "prepare", "begin", "-"])
+        .run_with_stdin(domain_xml("vm1"));
+    out.assert_code(3)
+        .assert_stderr_contains("10-fail: no GPU for this guest")
+        .assert_stderr_contains("hookrun: error: 10-fail: failed with exit code 3")
+        .assert_stderr_lacks("00-log")
+        .assert_stderr_lacks(": ok (");
+    // Where libvirt only logs, the usual lines stay.
+    host.call("qemu", ["vm1", "stopped", "end", "-"])
+        .run_with_stdin(domain_xml("vm1"))
+        .assert_code(0)
+        .assert_stderr_contains("hookrun: 00-log: ok (");
+}
+
+/// Issue 14: 3.8 MB of stderr in `prepare` dropped virsh's connection (libvirt's error
+/// message limit is 4 MiB) and the reason was lost. The tail is kept, with how much was
+/// cut.
+#[test]
+fn a_flood_of_stderr_in_an_abortable_op_reaches_libvirt_as_its_tail() {
+    let host = LibvirtHost::new();
+    host.capture_hook(
+        "10-flood",
+        &["mode: sync", "phases: prepare migrate"],
+        "yes 'debug noise debug noise debug noise debug noise debug noise' | head -c 3800000 >&2; echo '10-flood: the real reason' >&2; exit 5",
+    );
+    for op in ["prepare", "migrate"] {
+        let out = host
+            .call("qemu", ["vm1", op, "begin", "-"])
+            .run_with_stdin(domain_xml("vm1"));
+        out.assert_code(5)
+            .assert_stderr_contains("bytes of output cut here")
+            .assert_stderr_contains("10-flood: the real reason")
+            .assert_stderr_contains("hookrun: error: 10-flood: failed with exit code 5");
+        out.check(
+            out.stderr.len() <= 70 * 1024,
+            &format!("{op}: {} bytes of stderr reach libvirt", out.stderr.len()),
+        );
+        let first = out.stderr.lines().next().unwrap_or_default();
+        out.check(
+            first.starts_with("hookrun: warning: ") && first.contains("bytes of output cut here"),
+            &format!("{op}: the first line says what was cut: {first}"),
+        );
+    }
 }
