@@ -15,10 +15,11 @@
 //! The real daemon is in `libvirtd.rs`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookrun_tests::libvirt::{LibvirtHost, LvCall, RunStdin, libvirt_env};
-use hookrun_tests::{Outcome, Run, bin, mkdir, shell_quote, wait_for_lines, write_file};
+use hookrun_tests::{Outcome, Run, TestEnv, bin, mkdir, shell_quote, wait_for_lines, write_file};
 
 const VM_UUID: &str = "c7a5fdbd-cdaf-9455-926a-d65c16db1809";
 const NET_UUID: &str = "12d3b43d-67ac-4508-9976-2ee4b1f6e931";
@@ -1009,4 +1010,70 @@ fn a_flood_of_stderr_in_an_abortable_op_reaches_libvirt_as_its_tail() {
             &format!("{op}: the first line says what was cut: {first}"),
         );
     }
+}
+
+/// Issue 14: without `--platform`, lint takes the platform from the hooks directory's
+/// name (`/etc/hookrun/<platform>.d`), for a file in it as for the directory, and warns
+/// about phases the platform never calls.
+#[test]
+fn lint_infers_the_platform_from_the_directory_and_warns_about_phases_libvirt_never_calls() {
+    let env = TestEnv::new();
+    let dir = env.path("etc/hookrun/libvirt-qemu.d");
+    std::fs::create_dir_all(&dir).expect("create the hooks dir");
+    hookrun_tests::chmod(&dir, 0o755);
+    let callback = dir.join("30-callback");
+    write_file(
+        &callback,
+        "#!/bin/sh\n# mode: sync\n# phases: started\nvirsh domstate \"$1\"\n",
+        0o755,
+    );
+    write_file(
+        &dir.join("40-attach"),
+        "#!/bin/sh\n# mode: sync\n# phases: attach reconnect\ntrue\n",
+        0o755,
+    );
+    let (k, v) = env.config_var();
+    let lint = |extra: &[&str], path: &Path| {
+        Run::new(bin("hookrun"))
+            .arg("lint")
+            .args(extra)
+            .arg(path)
+            .env(k.clone(), v.clone())
+            .env("PATH", hookrun_tests::DEFAULT_PATH)
+            .run()
+    };
+    let out = lint(&[], &callback);
+    out.assert_code(0)
+        .assert_stdout_contains("linted as a libvirt-qemu hook")
+        .assert_stdout_contains(&format!("{}:4: warning:", callback.display()))
+        .assert_stdout_contains("calls back into libvirt");
+    let out = lint(&["--strict"], &dir);
+    out.assert_code(1)
+        .assert_stdout_contains("calls back into libvirt")
+        .assert_stdout_contains("'attach' is not a libvirt-qemu phase");
+    stdout_lacks(&out, "'reconnect' is not");
+    // --platform still decides when it is given.
+    let out = lint(&["--platform", "vzdump"], &callback);
+    out.assert_code(0);
+    stdout_lacks(&out, "calls back into libvirt");
+    stdout_lacks(&out, "linted as a");
+    // A directory named after no platform is linted as before, without phase checks.
+    let other = env.path("etc/hookrun/misc");
+    mkdir(&other, 0o755);
+    write_file(
+        &other.join("10-x"),
+        "#!/bin/sh\n# mode: sync\n# phases: attach\nvirsh list\n",
+        0o755,
+    );
+    let out = lint(&["--strict"], &other);
+    out.assert_code(0);
+    stdout_lacks(&out, "linted as a");
+    stdout_lacks(&out, ": warning:");
+}
+
+fn stdout_lacks(out: &Outcome, unwanted: &str) {
+    out.check(
+        !out.stdout.contains(unwanted),
+        &format!("stdout must not contain {unwanted:?}"),
+    );
 }
