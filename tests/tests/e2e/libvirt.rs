@@ -911,10 +911,12 @@ fn reconnect_never_fails_for_hookruns_own_problems() {
         &["mode: sync", "phases: reconnect prepare", "on-error: fail"],
         "exit 0",
     );
+    let journal = Journal::new(&host.env);
     let check = |what: &str, prepare_code: i32| {
         for (driver, object) in RECONNECTS {
             let out = host
                 .call(driver, [object, "reconnect", "begin", "-"])
+                .env("HOOKRUN_JOURNAL_SOCKET", &journal.path)
                 .run_with_stdin(stdin_for(driver, object, "reconnect"));
             out.check(
                 out.code() == Some(0),
@@ -922,6 +924,14 @@ fn reconnect_never_fails_for_hookruns_own_problems() {
             );
             out.assert_stderr_contains("exiting 0 anyway")
                 .assert_stderr_contains(&format!("kill the running guest {object}"));
+            // Loud in the journal too, as an error.
+            let entries = journal.entries();
+            assert!(
+                entries
+                    .iter()
+                    .any(|(p, m)| *p == 3 && m.contains("exiting 0 anyway")),
+                "{what}: {driver}: journal entries: {entries:?}"
+            );
         }
         host.call("qemu", ["vm1", "prepare", "begin", "-"])
             .run_with_stdin(stdin_for("qemu", "vm1", "prepare"))
@@ -966,9 +976,22 @@ fn a_failing_abortable_op_shows_the_reason_without_hookruns_success_lines() {
         &["mode: sync", "phases: prepare"],
         "echo '10-fail: no GPU for this guest' >&2; exit 3",
     );
+    let journal = Journal::new(&host.env);
     let out = host
         .call("qemu", ["vm1", "prepare", "begin", "-"])
+        .env("HOOKRUN_JOURNAL_SOCKET", &journal.path)
         .run_with_stdin(domain_xml("vm1"));
+    // The journal still gets hookrun's every line.
+    let entries = journal.entries();
+    assert!(
+        entries
+            .iter()
+            .any(|(p, m)| *p == 6 && m.starts_with("00-log: ok ("))
+            && entries
+                .iter()
+                .any(|(p, m)| *p == 3 && m.starts_with("10-fail: failed with exit code 3")),
+        "journal entries: {entries:?}"
+    );
     out.assert_code(3)
         .assert_stderr_contains("10-fail: no GPU for this guest")
         .assert_stderr_contains("hookrun: error: 10-fail: failed with exit code 3")
@@ -1076,4 +1099,48 @@ fn stdout_lacks(out: &Outcome, unwanted: &str) {
         !out.stdout.contains(unwanted),
         &format!("stdout must not contain {unwanted:?}"),
     );
+}
+
+/// A stand-in journald socket (`HOOKRUN_JOURNAL_SOCKET`): the entries hookrun sent, as
+/// `(priority, message)`.
+struct Journal {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Journal {
+    fn new(env: &TestEnv) -> Journal {
+        let path = env.path("journal.sock");
+        let socket =
+            std::os::unix::net::UnixDatagram::bind(&path).expect("bind the journal socket");
+        socket
+            .set_nonblocking(true)
+            .expect("nonblocking journal socket");
+        Journal { socket, path }
+    }
+
+    fn entries(&self) -> Vec<(u8, String)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            let d = &buf[..n];
+            let text = String::from_utf8_lossy(d);
+            let priority = text
+                .lines()
+                .find_map(|l| l.strip_prefix("PRIORITY="))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(99);
+            let message = if let Some(i) = text.find("\nMESSAGE=") {
+                text[i + 9..].lines().next().unwrap_or_default().to_owned()
+            } else if let Some(i) = d.windows(9).position(|w| w == b"\nMESSAGE\n") {
+                let len_at = i + 9;
+                let len = u64::from_le_bytes(d[len_at..len_at + 8].try_into().unwrap()) as usize;
+                String::from_utf8_lossy(&d[len_at + 8..len_at + 8 + len]).into_owned()
+            } else {
+                String::new()
+            };
+            out.push((priority, message));
+        }
+        out
+    }
 }
