@@ -27,6 +27,7 @@ mod process;
 mod pve_guest;
 mod reliability;
 mod seed;
+mod task_log;
 mod vzdump;
 mod worker;
 
