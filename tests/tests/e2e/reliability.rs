@@ -1282,6 +1282,8 @@ impl Adapter {
                 Run::new(script)
                     .args(["vm1", "prepare", "begin", "-"])
                     .envs(libvirt_env())
+                    // "started async" is info, kept out of prepare's stderr by default.
+                    .env("HOOKRUN_LOG", "info")
             }
             Adapter::WorkerHook => Run::new(bin("hookrun-worker")).args(["hook", "pre-sig"]),
             Adapter::WorkerRun => Run::new(bin("hookrun-worker")).args([
