@@ -126,11 +126,17 @@ pub fn default_on_error(driver: &str, op: &str) -> OnError {
 /// permissions or header, one that could not be started, timed out or was killed, a
 /// signal to hookrun — is logged as an error and exits 0, so libvirt keeps the guest.
 pub fn guest_safe_exit(report: &Report, object: Option<&str>, op: &str) -> i32 {
-    if report.exit_code == 0 {
+    // Refused, unstartable, timed out, killed: never what the hook meant to say.
+    let not_the_hooks_word = report
+        .hooks
+        .iter()
+        .any(|h| h.failed() && h.outcome != OutcomeKind::Failed);
+    if report.exit_code == 0 && !not_the_hooks_word {
         return 0;
     }
     let deliberate = report.hooks.iter().find(|h| {
-        h.outcome == OutcomeKind::Failed
+        report.exit_code != 0
+            && h.outcome == OutcomeKind::Failed
             && h.on_error != OnError::Warn
             && report.stopped_by.is_none()
     });
@@ -141,7 +147,8 @@ pub fn guest_safe_exit(report: &Report, object: Option<&str>, op: &str) -> i32 {
             h.on_error,
             object.unwrap_or("-")
         );
-        return report.exit_code;
+        // Its own code, even when a refused hook came before it.
+        return hookrun_core::dispatch::failure_exit_code(h);
     }
     let troubles: Vec<String> = report
         .hooks

@@ -942,7 +942,18 @@ fn reconnect_never_fails_for_hookruns_own_problems() {
     let hooks = host.env.hooks_dir();
     hookrun_tests::chmod(&hooks, 0o775);
     check("group-writable hooks dir", 126);
+    // The same for a hook on reconnect's default on-error (warn): still an error.
+    host.capture_hook("20-check", &["mode: sync", "phases: reconnect"], "exit 0");
+    hookrun_tests::chmod(&host.env.hooks_dir().join("20-check"), 0o777);
     hookrun_tests::chmod(&hooks, 0o755);
+    std::fs::remove_file(host.env.hooks_dir().join("10-kill")).expect("remove 10-kill");
+    check("a world-writable hook on on-error warn", 0);
+    std::fs::remove_file(host.env.hooks_dir().join("20-check")).expect("remove 20-check");
+    host.capture_hook(
+        "10-kill",
+        &["mode: sync", "phases: reconnect prepare", "on-error: fail"],
+        "exit 0",
+    );
 
     // The hooks directory is missing.
     let moved = host.env.path("hooks-moved");
