@@ -148,6 +148,11 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
     Some(Stat { state, ppid, start })
 }
 
+/// Whether `pid` is a zombie: dead, waiting to be reaped.
+pub fn is_zombie(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|st| st.state == b'Z')
+}
+
 fn start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|s| s.start)
 }

@@ -191,10 +191,9 @@ struct Dispatcher<'a> {
     records: RecordLog,
     signals: Option<SignalWatch>,
     euid: u32,
-    /// A filter's current input, once a hook has replaced the original.
+    /// A filter's current input: the output of the last successful hook that printed
+    /// one. A failed hook contributes nothing and the chain goes on from here.
     filtered: Option<Vec<u8>>,
-    /// A hook of this dispatch has failed (a filter then feeds the original input on).
-    any_failed: bool,
     /// Async hooks waiting to be launched together: consecutive ones in the directory,
     /// launched before the next sync hook runs or when the dispatch ends.
     pending: Vec<(AsyncSpec, HookReport)>,
@@ -224,7 +223,6 @@ impl<'a> Dispatcher<'a> {
             signals: None,
             euid: nix::unistd::geteuid().as_raw(),
             filtered: None,
-            any_failed: false,
             pending: Vec::new(),
             caller_gone: false,
             contained: false,
@@ -503,7 +501,6 @@ impl<'a> Dispatcher<'a> {
             m.idle();
         }
         if report.failed() {
-            self.any_failed = true;
             if report.on_error != OnError::Warn && done.first_failure.is_none() {
                 done.first_failure = Some(failure_exit_code(&report));
             }
@@ -639,7 +636,7 @@ impl<'a> Dispatcher<'a> {
         let env = self.env_for(entry, job);
         let timeout = header_timeout.or(self.settings.default_timeout);
         let output = if self.req.filter {
-            Output::CaptureStdout
+            Output::CaptureStdout(self.settings.prefix_output.then_some(report.name.as_str()))
         } else if self.settings.prefix_output {
             Output::Prefixed(&report.name)
         } else {
@@ -705,26 +702,21 @@ impl<'a> Dispatcher<'a> {
                     "its output is larger than {} MiB, the most a filter may return",
                     process::MAX_CAPTURE >> 20
                 ));
-            } else if report.outcome == OutcomeKind::Ok
-                && !self.any_failed
-                && !result.captured.is_empty()
-            {
+            } else if report.outcome == OutcomeKind::Ok && !result.captured.is_empty() {
                 self.filtered = Some(result.captured);
             }
         }
         if let Some(j) = mk_job {
-            j.finish(job_exit_code(report), result.duration);
+            j.finish(job_exit_code(report), result.duration, result.usage);
         }
     }
 
     /// What the next hook gets on stdin: the platform's payload, or in a filter the
-    /// latest replacement — unless a hook has failed, after which libvirt's rule is that
-    /// later hooks get the original input again.
+    /// latest successful replacement. Not libvirt's own `.d` rule (after a failure it
+    /// feeds the original XML on, so an `on-error: warn` hook would silently undo every
+    /// earlier filter): a failed hook's output is dropped and the chain goes on.
     fn input(&self) -> Option<&[u8]> {
-        match &self.filtered {
-            Some(f) if !self.any_failed => Some(f),
-            _ => self.req.stdin.as_deref(),
-        }
+        self.filtered.as_deref().or(self.req.stdin.as_deref())
     }
 
     fn log_result(&self, r: &HookReport) {

@@ -137,6 +137,18 @@ pub fn init(program: &'static str, quiet: bool) {
 /// Like [`init`]; `timestamps` starts each line with the time, for container logs that
 /// have none of their own.
 pub fn init_with(program: &'static str, quiet: bool, timestamps: bool) {
+    init_split(program, quiet, timestamps, Level::TRACE);
+}
+
+/// Like [`init_with`], with stderr no more verbose than `stderr_max` (unless
+/// `HOOKRUN_LOG` says otherwise) while the journal keeps the full level: for libvirt,
+/// which shows a failing hook's stderr to the user as the error, where hookrun's "ok"
+/// lines would only bury the reason.
+pub fn init_split(program: &'static str, quiet: bool, timestamps: bool, stderr_max: Level) {
+    let stderr_max = match std::env::var_os("HOOKRUN_LOG") {
+        Some(v) if !v.is_empty() => Level::TRACE,
+        _ => stderr_max,
+    };
     let level = match std::env::var("HOOKRUN_LOG").as_deref() {
         Ok("trace") => Level::TRACE,
         Ok("debug") => Level::DEBUG,
@@ -154,7 +166,7 @@ pub fn init_with(program: &'static str, quiet: bool, timestamps: bool) {
             timestamps,
         });
     let _ = tracing_subscriber::registry()
-        .with(stderr.with_filter(LevelFilter::from_level(level)))
+        .with(stderr.with_filter(LevelFilter::from_level(level.min(stderr_max))))
         .with(journal(program).map(|j| j.with_filter(LevelFilter::from_level(level))))
         .try_init();
 }

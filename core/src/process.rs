@@ -89,8 +89,9 @@ pub enum Output<'a> {
     Prefixed(&'a str),
     /// Relayed unchanged.
     Plain,
-    /// stdout kept (libvirt filters), stderr relayed unchanged.
-    CaptureStdout,
+    /// stdout kept (libvirt filters); stderr relayed, each line prefixed `[<name>] `
+    /// when a name is given, as in every other phase.
+    CaptureStdout(Option<&'a str>),
     /// stdin, stdout and stderr are the dispatcher's own (a worker's main command).
     Inherit,
     /// Relayed unchanged like `Plain`, but at most this many bytes of stdout and stderr
@@ -758,7 +759,7 @@ impl<'a> Supervisor<'a> {
         let mut staged = Vec::new();
         for chunk in chunks {
             match mode {
-                Output::CaptureStdout => {
+                Output::CaptureStdout(_) => {
                     if self.captured.len() + chunk.len() > MAX_CAPTURE {
                         self.capture_overflow = true;
                     } else {
@@ -787,7 +788,7 @@ impl<'a> Supervisor<'a> {
         let mut staged = Vec::new();
         for chunk in chunks {
             match self.cmd.output {
-                Output::Prefixed(name) => {
+                Output::Prefixed(name) | Output::CaptureStdout(Some(name)) => {
                     relay_lines(&mut self.stderr.lines, &chunk, name, &mut staged)
                 }
                 Output::Capped(cap) => self.relay_capped(cap, &chunk, &mut staged),
@@ -796,7 +797,7 @@ impl<'a> Supervisor<'a> {
         }
         if eof {
             self.stderr.pipe = None;
-            if let Output::Prefixed(name) = self.cmd.output {
+            if let Output::Prefixed(name) | Output::CaptureStdout(Some(name)) = self.cmd.output {
                 flush_partial(&mut self.stderr.lines, name, &mut staged);
             }
         }
@@ -848,11 +849,13 @@ impl<'a> Supervisor<'a> {
 
     /// Emits any unterminated last lines once the hook is done.
     fn finish_lines(&mut self) {
+        let mut staged = Vec::new();
         if let Output::Prefixed(name) = self.cmd.output {
-            let mut staged = Vec::new();
             flush_partial(&mut self.stdout.lines, name, &mut staged);
             self.out.push(&staged);
             staged.clear();
+        }
+        if let Output::Prefixed(name) | Output::CaptureStdout(Some(name)) = self.cmd.output {
             flush_partial(&mut self.stderr.lines, name, &mut staged);
             self.err.push(&staged);
         }
@@ -984,16 +987,36 @@ fn drain_pipe<R: Read>(pipe: &mut Option<R>, buf: &mut [u8]) -> (bool, Vec<Vec<u
 }
 
 /// Appends `chunk` to the pending partial line in `pending` and writes every completed
-/// line as `[name] line\n`.
+/// line as `[name] line\n`. Lines end where Proxmox's `PVE::Tools::run_command` ends
+/// them — at `\n`, `\r\n`, a lone `\r` and a run of backspaces — so a progress meter's
+/// every update (`10%\r20%\r`) keeps its prefix in the task log. A `\r` or backspace
+/// run at the end of a chunk waits for the next one: it may still become `\r\n` or a
+/// longer run, one line end either way.
 pub fn relay_lines(pending: &mut Vec<u8>, chunk: &[u8], name: &str, out: &mut dyn Write) {
     let mut buf = Vec::with_capacity(chunk.len() + 64);
-    let mut rest = chunk;
-    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-        push_line(&mut buf, name, pending, &rest[..i]);
-        pending.clear();
-        rest = &rest[i + 1..];
+    pending.extend_from_slice(chunk);
+    let data = pending.as_slice();
+    let (mut line_start, mut i) = (0, 0);
+    while i < data.len() {
+        let end = match data[i] {
+            b'\n' => i + 1,
+            b'\r' if i + 1 == data.len() => break,
+            b'\r' if data[i + 1] == b'\n' => i + 2,
+            b'\r' => i + 1,
+            b'\x08' => match data[i..].iter().position(|&b| b != b'\x08') {
+                Some(run) => i + run,
+                None => break,
+            },
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        push_line(&mut buf, name, &data[line_start..i], &[]);
+        line_start = end;
+        i = end;
     }
-    pending.extend_from_slice(rest);
+    pending.drain(..line_start);
     while pending.len() >= MAX_LINE {
         let tail = pending.split_off(MAX_LINE);
         push_line(&mut buf, name, pending, &[]);
@@ -1002,13 +1025,18 @@ pub fn relay_lines(pending: &mut Vec<u8>, chunk: &[u8], name: &str, out: &mut dy
     write_all(out, &buf);
 }
 
-/// Writes a final line that had no newline.
+/// Writes a final line that had no line end (or whose `\r` or backspaces were the last
+/// bytes of the output).
 pub fn flush_partial(pending: &mut Vec<u8>, name: &str, out: &mut dyn Write) {
     if pending.is_empty() {
         return;
     }
+    let text = match pending.iter().rposition(|&b| b != b'\r' && b != b'\x08') {
+        Some(last) => &pending[..=last],
+        None => &[][..],
+    };
     let mut buf = Vec::with_capacity(pending.len() + name.len() + 4);
-    push_line(&mut buf, name, pending, &[]);
+    push_line(&mut buf, name, text, &[]);
     pending.clear();
     write_all(out, &buf);
 }
@@ -1058,6 +1086,27 @@ mod tests {
             "[h] a\n[h] bc\n[h] \n[h] last\n"
         );
         assert_eq!(relay(&[b""]), "");
+    }
+
+    #[test]
+    fn carriage_returns_and_backspace_runs_end_lines_as_in_pve_cmd_run() {
+        assert_eq!(
+            relay(&[b"progress 10%\rprogress 20%\n"]),
+            "[h] progress 10%\n[h] progress 20%\n"
+        );
+        assert_eq!(relay(&[b"a\r\nb\r\n"]), "[h] a\n[h] b\n");
+        assert_eq!(relay(&[b"a\r\rb"]), "[h] a\n[h] \n[h] b\n");
+        assert_eq!(
+            relay(&[b"50%\x08\x08\x0860%\x08\x08\x08"]),
+            "[h] 50%\n[h] 60%\n"
+        );
+        // A \r\n split between two reads is still one line end, and so is a run of
+        // backspaces.
+        assert_eq!(relay(&[b"a\r", b"\nb\r", b"c"]), "[h] a\n[h] b\n[h] c\n");
+        assert_eq!(relay(&[b"a\x08", b"\x08\x08b"]), "[h] a\n[h] b\n");
+        // A trailing \r at the very end of the output ends the last line.
+        assert_eq!(relay(&[b"x\r"]), "[h] x\n");
+        assert_eq!(relay(&[b"x\x08\x08"]), "[h] x\n");
     }
 
     #[test]

@@ -423,7 +423,11 @@ impl Supervisor {
             }
             crate::dispatch::apply_ending(&mut report, result.ending, &program, timeout);
             if let Some(job) = job {
-                job.finish(crate::dispatch::job_exit_code(&report), result.duration);
+                job.finish(
+                    crate::dispatch::job_exit_code(&report),
+                    result.duration,
+                    result.usage,
+                );
             }
         }
         drop(guard);

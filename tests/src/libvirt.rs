@@ -447,6 +447,14 @@ impl NsLayout {
         self.root.join("libvirtd.log")
     }
 
+    /// Makes the launcher leave a holder process (`sleep infinity`, in the daemon's
+    /// namespaces) that keeps them alive when the daemon exits, for
+    /// [`Libvirtd::restart`]. The holder is one of [`Libvirtd::namespace_pids`] and is
+    /// killed with the rest.
+    pub fn hold_namespaces(&self) {
+        write_file(&self.root.join("hold"), "", 0o644);
+    }
+
     fn launcher_text(&self) -> String {
         let q = |rel: &str| shell_quote(&self.root.join(rel).to_string_lossy());
         format!(
@@ -479,9 +487,17 @@ mount --bind {var_log} /var/log/libvirt
 ip link set lo up
 ip link add lvrbr0 type bridge || fail "cannot create the test bridge lvrbr0"
 ip link set lvrbr0 up
+if [[ -e {hold} ]]; then
+    # Keeps these namespaces -- and /run, where libvirt remembers its running guests --
+    # alive while the daemon is down, so that a restart reconnects to them.
+    setsid sleep infinity </dev/null >/dev/null 2>&1 &
+    echo $! > {holder_pid}
+fi
 cd /
 exec /usr/sbin/libvirtd
 "#,
+            hold = q("hold"),
+            holder_pid = q("holder.pid"),
             toml = q("hookrun.toml"),
             hooks = q("libvirt-hooks"),
             qemu_conf = q("qemu.conf"),
@@ -542,6 +558,46 @@ impl Libvirtd {
 
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Starts the daemon again, with exactly `env`, in the namespaces the first one ran
+    /// in (kept alive by [`NsLayout::hold_namespaces`]), after [`Libvirtd::shutdown`]:
+    /// a daemon restart with guests still running, as a package upgrade does one.
+    pub fn restart(&mut self, layout: &NsLayout, env: &[(&str, &str)]) {
+        assert!(
+            self.child.is_none(),
+            "restart needs the daemon shut down first"
+        );
+        let holder = std::fs::read_to_string(layout.root.join("holder.pid")).unwrap_or_else(|e| {
+            panic!("no holder pid (call NsLayout::hold_namespaces before the first start): {e}")
+        });
+        let holder = holder.trim().to_owned();
+        assert!(
+            process_alive(Pid::from_raw(holder.parse().expect("a pid in holder.pid"))),
+            "the namespace holder {holder} is gone"
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(layout.daemon_log())
+            .expect("open the daemon log");
+        let mut cmd = Command::new("/usr/bin/nsenter");
+        // -m -n without a pid namespace: nsenter execs libvirtd itself, same pid.
+        cmd.args(["-t", &holder, "-m", "-n", "--", "/usr/sbin/libvirtd"])
+            .env_clear()
+            .envs(env.iter().copied())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log"))
+            .stderr(log)
+            .process_group(0);
+        let spawned = {
+            let _guard = crate::spawn_guard();
+            cmd.spawn()
+        };
+        let child = spawned.unwrap_or_else(|e| panic!("cannot start nsenter: {e}"));
+        self.pid = Pid::from_raw(child.id() as i32);
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(90));
     }
 
     /// The daemon's stdout and stderr so far.

@@ -562,8 +562,11 @@ reporting failures. 2 when it is not called with the two arguments VMID and PHAS
                 "EXIT STATUS",
                 format!(
                     "For the operations libvirt lets a hook abort (prepare, start, started, migrate, \
-restore, reconnect; network start, started, port-created, plugged): {EXIT_STATUS}\n\nFor \
-every other operation it exits 0, after reporting failures. 2 when it is not called as \
+restore; network start, started, port-created, plugged): {EXIT_STATUS}\n\nFor \
+reconnect, where a failure makes libvirt kill the running guest: the code of the first hook \
+with on-error fail or abort that ran and exited non-zero; for anything else (the \
+configuration file, the hooks directory, refused hooks, timeouts, signals) it logs an \
+error and exits 0.\n\nFor every other operation it exits 0, after reporting failures. 2 when it is not called as \
 /etc/libvirt/hooks/DRIVER with four arguments, 1 when stdin holds more than 64 MiB."
                 ),
             ),

@@ -17,6 +17,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("gnupg", "copy-encrypt-retain and its tests (real gpg)"),
     ("time", "/usr/bin/time for mk-job compatibility"),
     (
+        "strace",
+        "fsync delayed by fault injection in the Checkmk job directory test",
+    ),
+    (
         "restic",
         "the real worker command of the hookrun-worker end-to-end test",
     ),

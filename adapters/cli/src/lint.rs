@@ -26,13 +26,10 @@ impl Tally {
 }
 
 pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
-    let platform_name = args.platform.clone().unwrap_or_else(|| "vzdump".into());
-    platforms::validate_name(&platform_name)?;
-    let platform = args.platform.as_deref().map(platforms::platform);
-    let known = platform
-        .as_ref()
-        .and_then(|p| p.phases.map(|ph| (p.name.as_str(), ph)));
-    let settings = crate::load_config()?.settings_for(&platform_name);
+    if let Some(name) = &args.platform {
+        platforms::validate_name(name)?;
+    }
+    let config = crate::load_config()?;
     let euid = nix::unistd::geteuid().as_raw();
     let mut tally = Tally::default();
 
@@ -48,6 +45,34 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
                 continue;
             }
         };
+        // Without --platform, the hooks directory names it (/etc/hookrun/<platform>.d);
+        // vzdump when it does not.
+        let inferred = args
+            .platform
+            .is_none()
+            .then(|| inferred_platform(path, meta.is_dir()))
+            .flatten();
+        if let Some(name) = &inferred {
+            tally.report(
+                &path.display().to_string(),
+                Severity::Info,
+                &format!("linted as a {name} hook (from the directory name; --platform overrides)"),
+            );
+        }
+        let platform_name = args
+            .platform
+            .clone()
+            .or(inferred.clone())
+            .unwrap_or_else(|| "vzdump".into());
+        let platform = args
+            .platform
+            .as_deref()
+            .or(inferred.as_deref())
+            .map(platforms::platform);
+        let known = platform
+            .as_ref()
+            .and_then(|p| p.phases.map(|ph| (p.name.as_str(), ph)));
+        let settings = config.settings_for(&platform_name);
         if meta.is_dir() {
             if settings.strict_permissions
                 && let Err(why) = hookrun_core::perms::check_dir_path(path, euid)
@@ -81,6 +106,36 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
     } else {
         0
     })
+}
+
+/// The platform whose hooks directory `path` is (or, for a file, is in): a directory
+/// named `<platform>.d` for a platform hookrun knows the phases of — vzdump, pve-guest,
+/// worker, libvirt-<driver> — wherever it is, or a platform's default directory.
+fn inferred_platform(path: &std::path::Path, is_dir: bool) -> Option<String> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let dir = if is_dir {
+        path.as_path()
+    } else {
+        path.parent()?
+    };
+    let known = |name: &str| {
+        name == hookrun_vzdump::PLATFORM
+            || name == hookrun_pve_guest::PLATFORM
+            || name == hookrun_worker::PLATFORM
+            || name
+                .strip_prefix("libvirt-")
+                .is_some_and(|d| hookrun_libvirt::DRIVERS.contains(&d))
+    };
+    if let Some(name) = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".d"))
+        .filter(|n| known(n))
+    {
+        return Some(name.to_owned());
+    }
+    (dir == std::path::Path::new(hookrun_worker::CONTAINER_HOOKS_DIR))
+        .then(|| hookrun_worker::PLATFORM.to_owned())
 }
 
 fn lint_entry(

@@ -18,9 +18,11 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use hookrun_core::{OnError, Request};
+use hookrun_core::record::OutcomeKind;
+use hookrun_core::{OnError, Report, Request};
 
 /// The checks the `libvirt` fuzz target runs (tests and the `fuzzing` feature only).
+pub mod errtext;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -36,6 +38,8 @@ pub fn platform(driver: &str) -> String {
 }
 
 /// Every op libvirt calls each driver's hook with (unknown ones are dispatched too).
+/// Not qemu's `attach`: it is still in libvirt's enum, but nothing has called it since
+/// `virDomainQemuAttach` was removed in 5.5.0, so `hookrun lint` warns about it.
 pub fn phases(driver: &str) -> &'static [&'static str] {
     match driver {
         "daemon" => &["start", "shutdown", "reload"],
@@ -48,7 +52,6 @@ pub fn phases(driver: &str) -> &'static [&'static str] {
             "migrate",
             "restore",
             "reconnect",
-            "attach",
         ],
         "lxc" => &[
             "prepare",
@@ -97,12 +100,76 @@ pub fn may_fail(driver: &str, op: &str) -> bool {
     }
 }
 
+/// Whether a failure of `op` makes libvirt kill a guest that is already running:
+/// `reconnect`, called for every running guest when the daemon starts again (qemu, lxc,
+/// libxl; reference A2). The network driver's `port-created`, re-sent for every port at
+/// a restart, is not one: `networkUpdatePort` ignores the hook's result there.
+pub fn kills_running_guest(driver: &str, op: &str) -> bool {
+    matches!(driver, "qemu" | "lxc" | "libxl") && op == "reconnect"
+}
+
+/// `on-error` for hooks that do not say. Fail where libvirt listens, except at
+/// `reconnect`: there a failure kills a guest that has been running all along, which a
+/// check or a notification script never means, so such a hook has to ask for it with
+/// `on-error: fail`.
 pub fn default_on_error(driver: &str, op: &str) -> OnError {
-    if may_fail(driver, op) {
+    if may_fail(driver, op) && !kills_running_guest(driver, op) {
         OnError::Fail
     } else {
         OnError::Warn
     }
+}
+
+/// The exit code for an op that kills running guests when it fails ([`kills_running_guest`]):
+/// only a hook that ran and failed with `on-error: fail` or `abort` may make it
+/// non-zero. Anything that is hookrun's problem or the host's — a hook refused for its
+/// permissions or header, one that could not be started, timed out or was killed, a
+/// signal to hookrun — is logged as an error and exits 0, so libvirt keeps the guest.
+pub fn guest_safe_exit(report: &Report, object: Option<&str>, op: &str) -> i32 {
+    // Refused, unstartable, timed out, killed: never what the hook meant to say.
+    let not_the_hooks_word = report
+        .hooks
+        .iter()
+        .any(|h| h.failed() && h.outcome != OutcomeKind::Failed);
+    if report.exit_code == 0 && !not_the_hooks_word {
+        return 0;
+    }
+    let deliberate = report.hooks.iter().find(|h| {
+        report.exit_code != 0
+            && h.outcome == OutcomeKind::Failed
+            && h.on_error != OnError::Warn
+            && report.stopped_by.is_none()
+    });
+    if let Some(h) = deliberate {
+        tracing::error!(
+            "{}: failed with on-error {} in {op}: libvirt now kills the running guest {}",
+            h.name,
+            h.on_error,
+            object.unwrap_or("-")
+        );
+        // Its own code, even when a refused hook came before it.
+        return hookrun_core::dispatch::failure_exit_code(h);
+    }
+    let troubles: Vec<String> = report
+        .hooks
+        .iter()
+        .filter(|h| h.failed())
+        .map(|h| format!("{} ({})", h.name, h.outcome.as_str()))
+        .collect();
+    tracing::error!(
+        "{op}: {} did not run to a clean result{}; exiting 0 anyway, because a failed {op} makes libvirt kill the running guest {} (fix the hooks, or give a hook 'on-error: fail' if it really means to stop the guest)",
+        if troubles.is_empty() {
+            "the dispatch".to_owned()
+        } else {
+            troubles.join(", ")
+        },
+        report
+            .stopped_by
+            .map(|s| format!(" (hookrun got signal {s})"))
+            .unwrap_or_default(),
+        object.unwrap_or("-")
+    );
+    0
 }
 
 /// `migrate` and `restore` replace the XML with a hook's output.
@@ -316,8 +383,30 @@ pub fn main_impl() -> i32 {
             _ => {}
         }
     }
-    hookrun_core::logging::init("hookrun", false);
-    let Some(driver) = driver_from_argv0(&invoked) else {
+    let driver = driver_from_argv0(&invoked);
+    let op = args.get(1).map(|o| o.to_string_lossy().into_owned());
+    let abortable = match (driver, op.as_deref()) {
+        (Some(d), Some(o)) => may_fail(d, o),
+        _ => false,
+    };
+    // Where libvirt can abort, our stderr becomes the error the user reads: warnings and
+    // errors only there (the journal still gets every line), and at most its tail.
+    let stderr_max = if abortable {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::TRACE
+    };
+    hookrun_core::logging::init_split("hookrun", false, false, stderr_max);
+    let capture = abortable.then(errtext::Capture::begin).flatten();
+    let code = run(driver, &invoked, args);
+    if let Some(c) = capture {
+        c.end();
+    }
+    code
+}
+
+fn run(driver: Option<&'static str>, invoked: &Path, args: Vec<OsString>) -> i32 {
+    let Some(driver) = driver else {
         tracing::error!(
             "called as {}, which names no libvirt driver; install it as /etc/libvirt/hooks/<driver> with driver one of {}",
             invoked.display(),
@@ -325,11 +414,33 @@ pub fn main_impl() -> i32 {
         );
         return 2;
     };
+    let op = args
+        .get(1)
+        .map(|o| o.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let object = args
+        .first()
+        .map(|o| o.to_string_lossy().into_owned())
+        .filter(|o| o != "-");
+    let protect = kills_running_guest(driver, &op);
+    // For an op whose failure kills a running guest, none of hookrun's own problems may
+    // be a failure.
+    let own_problem = |code: i32, what: &str| {
+        if protect && code != 0 {
+            tracing::error!(
+                "{what}; exiting 0 anyway, because a failed {op} makes libvirt kill the running guest {}",
+                object.as_deref().unwrap_or("-")
+            );
+            0
+        } else {
+            code
+        }
+    };
     let stdin = match read_stdin(std::io::stdin().lock()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
-            return 1;
+            return own_problem(1, "no hooks were run");
         }
     };
     let req = match request(driver, args, Some(stdin)) {
@@ -346,8 +457,13 @@ pub fn main_impl() -> i32 {
     let report =
         match hookrun_core::dispatch::dispatch_for_platform(&req, None, Path::new(&default_dir)) {
             Ok(r) => r,
-            Err(code) => return code,
+            Err(code) => return own_problem(code, "no hooks were run"),
         };
+    let exit_code = if protect {
+        guest_safe_exit(&report, req.object.as_deref(), &req.phase)
+    } else {
+        report.exit_code
+    };
     if let Some(xml) = report
         .filtered
         .filter(|x| Some(x.as_slice()) != req.stdin.as_deref())
@@ -358,7 +474,7 @@ pub fn main_impl() -> i32 {
             return if req.may_fail { 1 } else { 0 };
         }
     }
-    report.exit_code
+    exit_code
 }
 
 #[allow(clippy::print_stdout)]

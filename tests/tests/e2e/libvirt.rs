@@ -15,10 +15,11 @@
 //! The real daemon is in `libvirtd.rs`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookrun_tests::libvirt::{LibvirtHost, LvCall, RunStdin, libvirt_env};
-use hookrun_tests::{Outcome, Run, bin, mkdir, shell_quote, wait_for_lines, write_file};
+use hookrun_tests::{Outcome, Run, TestEnv, bin, mkdir, shell_quote, wait_for_lines, write_file};
 
 const VM_UUID: &str = "c7a5fdbd-cdaf-9455-926a-d65c16db1809";
 const NET_UUID: &str = "12d3b43d-67ac-4508-9976-2ee4b1f6e931";
@@ -330,7 +331,14 @@ fn stdin_reaches_every_sync_hook_byte_for_byte_and_async_hooks_get_a_copy() {
         .call("qemu", ["vm1", "prepare", "begin", "-"])
         .run_with_stdin(xml.clone());
     out.assert_code(0).assert_stdout_eq("");
-    out.assert_stderr_line(&["05-ignores-stdin: ok"]);
+    // (hookrun's "ok" lines stay out of an abortable op's stderr; the record has it.)
+    assert!(
+        host.env
+            .records()
+            .iter()
+            .any(|r| r.hook() == "05-ignores-stdin" && r.outcome() == "ok"),
+        "05-ignores-stdin must have succeeded"
+    );
     wait_for_lines(&host.env.calls_log(), 4, Duration::from_secs(30));
     let calls = host.calls();
     let mut names: Vec<&str> = calls.iter().map(|c| c.hook.as_str()).collect();
@@ -439,14 +447,12 @@ fn migrate_and_restore_chain_each_hooks_stdout_into_the_next_hooks_stdin() {
             .run_with_stdin(xml.clone());
         // The final XML is the adapter's stdout, unprefixed, for libvirt to use.
         out.assert_code(0).assert_stdout_eq(&with(",a,b"));
-        // stderr is relayed, but not prefixed in a filter op.
+        // stderr is relayed, prefixed as in every other op.
         assert!(
-            is_line(&out, "a says hi") && is_line(&out, "b says hi"),
-            "{driver} {op}: hooks' stderr must appear unprefixed:\n{}",
+            is_line(&out, "[10-a] a says hi") && is_line(&out, "[20-b] b says hi"),
+            "{driver} {op}: hooks' stderr must appear prefixed:\n{}",
             out.stderr
         );
-        out.assert_stderr_lacks("[10-a]")
-            .assert_stderr_lacks("[20-b]");
         let calls = host.calls();
         let seen: Vec<(&str, String)> = calls
             .iter()
@@ -494,14 +500,14 @@ fn a_filter_that_changes_nothing_prints_nothing() {
 }
 
 #[test]
-fn after_a_failing_filter_hook_later_hooks_get_the_original_input() {
+fn a_failed_filter_hook_contributes_nothing_and_the_chain_goes_on_from_the_last_good_xml() {
     for op in ["migrate", "restore"] {
         let host = LibvirtHost::new();
         tagging_hook(&host, "10-a", op, "a");
         host.capture_hook(
             "20-fail",
             &["mode: sync", &format!("phases: {op}")],
-            "echo '20-fail: cannot map the GPU' >&2; exit 3",
+            "echo '<domain>half-written</domain>'; echo '20-fail: cannot map the GPU' >&2; exit 3",
         );
         tagging_hook(&host, "30-b", op, "b");
         host.capture_hook("40-last", &["mode: sync", &format!("phases: {op}")], "");
@@ -522,17 +528,52 @@ fn after_a_failing_filter_hook_later_hooks_get_the_original_input() {
                 )
             })
             .collect();
-        let tagged_a = xml.replace("</description>", ",a</description>");
+        let tagged = |t: &str| xml.replace("</description>", &format!("{t}</description>"));
         assert_eq!(
             seen,
             [
                 ("10-a", xml.clone()),
-                ("20-fail", tagged_a),
-                ("30-b", xml.clone()),
-                ("40-last", xml.clone()),
+                ("20-fail", tagged(",a")),
+                ("30-b", tagged(",a")),
+                ("40-last", tagged(",a,b")),
             ],
-            "{op}: once a hook failed, the following ones get libvirt's original XML"
+            "{op}: a failed hook's output is dropped; the next one gets the last good XML"
         );
+    }
+}
+
+/// Issue 14's scenario: an `on-error: warn` hook that fails must not throw away the
+/// filters before or after it — wherever it sits in the chain.
+#[test]
+fn a_failing_on_error_warn_filter_hook_keeps_every_other_filters_output() {
+    for op in ["migrate", "restore"] {
+        for warn_name in ["05-warnfail", "15-warnfail", "25-warnfail"] {
+            let host = LibvirtHost::new();
+            host.capture_hook(
+                warn_name,
+                &["mode: sync", &format!("phases: {op}"), "on-error: warn"],
+                "echo '<domain>garbage</domain>'; exit 1",
+            );
+            tagging_hook(&host, "10-hook1", op, "hook1");
+            tagging_hook(&host, "20-hook2", op, "hook2");
+            let xml = domain_xml("vm1");
+            let out = host
+                .call("qemu", ["vm1", op, "begin", "-"])
+                .run_with_stdin(xml.clone());
+            out.assert_code(0)
+                .assert_stdout_eq(&xml.replace("</description>", ",hook1,hook2</description>"));
+            out.assert_stderr_contains(warn_name);
+            let records: Vec<(String, String)> = host
+                .env
+                .records()
+                .iter()
+                .map(|r| (r.hook().to_owned(), r.outcome().to_owned()))
+                .collect();
+            assert!(
+                records.contains(&(warn_name.to_owned(), "failed".to_owned())),
+                "{op} {warn_name}: {records:?}"
+            );
+        }
     }
 }
 
@@ -560,7 +601,9 @@ fn a_failing_hook_aborts_the_ops_libvirt_lets_abort_and_its_stderr_reaches_libvi
         "echo \"10-fail refuses $2 of $1\" >&2; exit 3",
     );
     host.capture_hook("20-log", &["mode: sync", "phases: *"], "");
-    for (i, (driver, op)) in ABORT_OPS.iter().enumerate() {
+    // `reconnect` defaults to on-error warn: see the reconnect tests below.
+    let ops = ABORT_OPS.iter().filter(|(_, op)| *op != "reconnect");
+    for (i, (driver, op)) in ops.enumerate() {
         let object = if *driver == "network" {
             "hooknet"
         } else {
@@ -818,4 +861,295 @@ fn a_missing_hooks_directory_fails_the_ops_libvirt_lets_abort_and_names_the_fix(
         .assert_code(0)
         .assert_stderr_line(&["does not exist"]);
     call("daemon", ["-", "start", "-", "start"]).assert_code(0);
+}
+
+const RECONNECTS: &[(&str, &str)] = &[("qemu", "vm1"), ("lxc", "ct1"), ("libxl", "xen1")];
+
+/// Issue 14: a failed `reconnect` makes libvirt kill a guest that has been running all
+/// along, so only a hook that asks for it with `on-error: fail` may fail it.
+#[test]
+fn reconnect_fails_only_for_a_hook_that_says_on_error_fail() {
+    let host = LibvirtHost::new();
+    host.capture_hook(
+        "10-fail",
+        &["mode: sync", "phases: reconnect"],
+        "echo '10-fail: monitoring is down' >&2; exit 3",
+    );
+    for (driver, object) in RECONNECTS {
+        let out = host
+            .call(driver, [object, "reconnect", "begin", "-"])
+            .run_with_stdin(stdin_for(driver, object, "reconnect"));
+        out.assert_code(0)
+            .assert_stderr_contains("10-fail: monitoring is down")
+            .assert_stderr_contains("on-error warn");
+    }
+    assert!(host.env.records().iter().all(|r| r.outcome() == "failed"));
+    host.capture_hook(
+        "20-kill",
+        &["mode: sync", "phases: reconnect", "on-error: fail"],
+        "echo '20-kill: this guest must not run here' >&2; exit 4",
+    );
+    for (driver, object) in RECONNECTS {
+        host.call(driver, [object, "reconnect", "begin", "-"])
+            .run_with_stdin(stdin_for(driver, object, "reconnect"))
+            .assert_code(4)
+            .assert_stderr_contains("20-kill: this guest must not run here")
+            .assert_stderr_contains("libvirt now kills the running guest");
+    }
+}
+
+/// Issue 14: a typo in hookrun.toml, a missing hooks directory or one every hook is
+/// refused in made every `reconnect` fail, and libvirt killed the running guests. Other
+/// abortable ops keep failing for the same problems.
+#[test]
+fn reconnect_never_fails_for_hookruns_own_problems() {
+    let host = LibvirtHost::new();
+    host.capture_hook(
+        "10-kill",
+        &["mode: sync", "phases: reconnect prepare", "on-error: fail"],
+        "exit 0",
+    );
+    let journal = Journal::new(&host.env);
+    let check = |what: &str, prepare_code: i32| {
+        for (driver, object) in RECONNECTS {
+            let out = host
+                .call(driver, [object, "reconnect", "begin", "-"])
+                .env("HOOKRUN_JOURNAL_SOCKET", &journal.path)
+                .run_with_stdin(stdin_for(driver, object, "reconnect"));
+            out.check(
+                out.code() == Some(0),
+                &format!("{what}: {driver} reconnect must exit 0"),
+            );
+            out.assert_stderr_contains("exiting 0 anyway")
+                .assert_stderr_contains(&format!("kill the running guest {object}"));
+            // Loud in the journal too, as an error.
+            let entries = journal.entries();
+            assert!(
+                entries
+                    .iter()
+                    .any(|(p, m)| *p == 3 && m.contains("exiting 0 anyway")),
+                "{what}: {driver}: journal entries: {entries:?}"
+            );
+        }
+        host.call("qemu", ["vm1", "prepare", "begin", "-"])
+            .run_with_stdin(stdin_for("qemu", "vm1", "prepare"))
+            .assert_code(prepare_code);
+    };
+
+    // Every hook refused: the directory is group-writable.
+    let hooks = host.env.hooks_dir();
+    hookrun_tests::chmod(&hooks, 0o775);
+    check("group-writable hooks dir", 126);
+    // The same for a hook on reconnect's default on-error (warn): still an error.
+    host.capture_hook("20-check", &["mode: sync", "phases: reconnect"], "exit 0");
+    hookrun_tests::chmod(&host.env.hooks_dir().join("20-check"), 0o777);
+    hookrun_tests::chmod(&hooks, 0o755);
+    std::fs::remove_file(host.env.hooks_dir().join("10-kill")).expect("remove 10-kill");
+    check("a world-writable hook on on-error warn", 0);
+    std::fs::remove_file(host.env.hooks_dir().join("20-check")).expect("remove 20-check");
+    host.capture_hook(
+        "10-kill",
+        &["mode: sync", "phases: reconnect prepare", "on-error: fail"],
+        "exit 0",
+    );
+
+    // The hooks directory is missing.
+    let moved = host.env.path("hooks-moved");
+    std::fs::rename(&hooks, &moved).expect("move the hooks dir away");
+    check("missing hooks dir", 78);
+    std::fs::rename(&moved, &hooks).expect("move the hooks dir back");
+
+    // A typo in the configuration file.
+    let config = std::fs::read_to_string(host.env.config_path()).expect("read the config");
+    write_file(
+        &host.env.config_path(),
+        format!(
+            "{config}
+strict_permisions = true
+"
+        ),
+        0o644,
+    );
+    check("config typo", 78);
+}
+
+/// Issue 14: in an op libvirt can abort, hookrun's stderr is the error virsh shows:
+/// hookrun's own success lines stay out of it (they go to the journal), the reason and
+/// hookrun's verdict are in it.
+#[test]
+fn a_failing_abortable_op_shows_the_reason_without_hookruns_success_lines() {
+    let host = LibvirtHost::new();
+    host.capture_hook("00-log", &["mode: sync", "phases: prepare stopped"], "");
+    host.capture_hook(
+        "10-fail",
+        &["mode: sync", "phases: prepare"],
+        "echo '10-fail: no GPU for this guest' >&2; exit 3",
+    );
+    let journal = Journal::new(&host.env);
+    let out = host
+        .call("qemu", ["vm1", "prepare", "begin", "-"])
+        .env("HOOKRUN_JOURNAL_SOCKET", &journal.path)
+        .run_with_stdin(domain_xml("vm1"));
+    // The journal still gets hookrun's every line.
+    let entries = journal.entries();
+    assert!(
+        entries
+            .iter()
+            .any(|(p, m)| *p == 6 && m.starts_with("00-log: ok ("))
+            && entries
+                .iter()
+                .any(|(p, m)| *p == 3 && m.starts_with("10-fail: failed with exit code 3")),
+        "journal entries: {entries:?}"
+    );
+    out.assert_code(3)
+        .assert_stderr_contains("10-fail: no GPU for this guest")
+        .assert_stderr_contains("hookrun: error: 10-fail: failed with exit code 3")
+        .assert_stderr_lacks("00-log")
+        .assert_stderr_lacks(": ok (");
+    // Where libvirt only logs, the usual lines stay.
+    host.call("qemu", ["vm1", "stopped", "end", "-"])
+        .run_with_stdin(domain_xml("vm1"))
+        .assert_code(0)
+        .assert_stderr_contains("hookrun: 00-log: ok (");
+}
+
+/// Issue 14: 3.8 MB of stderr in `prepare` dropped virsh's connection (libvirt's error
+/// message limit is 4 MiB) and the reason was lost. The tail is kept, with how much was
+/// cut.
+#[test]
+fn a_flood_of_stderr_in_an_abortable_op_reaches_libvirt_as_its_tail() {
+    let host = LibvirtHost::new();
+    host.capture_hook(
+        "10-flood",
+        &["mode: sync", "phases: prepare migrate"],
+        "yes 'debug noise debug noise debug noise debug noise debug noise' | head -c 3800000 >&2; echo '10-flood: the real reason' >&2; exit 5",
+    );
+    for op in ["prepare", "migrate"] {
+        let out = host
+            .call("qemu", ["vm1", op, "begin", "-"])
+            .run_with_stdin(domain_xml("vm1"));
+        out.assert_code(5)
+            .assert_stderr_contains("bytes of output cut here")
+            .assert_stderr_contains("10-flood: the real reason")
+            .assert_stderr_contains("hookrun: error: 10-flood: failed with exit code 5");
+        out.check(
+            out.stderr.len() <= 70 * 1024,
+            &format!("{op}: {} bytes of stderr reach libvirt", out.stderr.len()),
+        );
+        let first = out.stderr.lines().next().unwrap_or_default();
+        out.check(
+            first.starts_with("hookrun: warning: ") && first.contains("bytes of output cut here"),
+            &format!("{op}: the first line says what was cut: {first}"),
+        );
+    }
+}
+
+/// Issue 14: without `--platform`, lint takes the platform from the hooks directory's
+/// name (`/etc/hookrun/<platform>.d`), for a file in it as for the directory, and warns
+/// about phases the platform never calls.
+#[test]
+fn lint_infers_the_platform_from_the_directory_and_warns_about_phases_libvirt_never_calls() {
+    let env = TestEnv::new();
+    let dir = env.path("etc/hookrun/libvirt-qemu.d");
+    std::fs::create_dir_all(&dir).expect("create the hooks dir");
+    hookrun_tests::chmod(&dir, 0o755);
+    let callback = dir.join("30-callback");
+    write_file(
+        &callback,
+        "#!/bin/sh\n# mode: sync\n# phases: started\nvirsh domstate \"$1\"\n",
+        0o755,
+    );
+    write_file(
+        &dir.join("40-attach"),
+        "#!/bin/sh\n# mode: sync\n# phases: attach reconnect\ntrue\n",
+        0o755,
+    );
+    let (k, v) = env.config_var();
+    let lint = |extra: &[&str], path: &Path| {
+        Run::new(bin("hookrun"))
+            .arg("lint")
+            .args(extra)
+            .arg(path)
+            .env(k.clone(), v.clone())
+            .env("PATH", hookrun_tests::DEFAULT_PATH)
+            .run()
+    };
+    let out = lint(&[], &callback);
+    out.assert_code(0)
+        .assert_stdout_contains("linted as a libvirt-qemu hook")
+        .assert_stdout_contains(&format!("{}:4: warning:", callback.display()))
+        .assert_stdout_contains("calls back into libvirt");
+    let out = lint(&["--strict"], &dir);
+    out.assert_code(1)
+        .assert_stdout_contains("calls back into libvirt")
+        .assert_stdout_contains("'attach' is not a libvirt-qemu phase");
+    stdout_lacks(&out, "'reconnect' is not");
+    // --platform still decides when it is given.
+    let out = lint(&["--platform", "vzdump"], &callback);
+    out.assert_code(0);
+    stdout_lacks(&out, "calls back into libvirt");
+    stdout_lacks(&out, "linted as a");
+    // A directory named after no platform is linted as before, without phase checks.
+    let other = env.path("etc/hookrun/misc");
+    mkdir(&other, 0o755);
+    write_file(
+        &other.join("10-x"),
+        "#!/bin/sh\n# mode: sync\n# phases: attach\nvirsh list\n",
+        0o755,
+    );
+    let out = lint(&["--strict"], &other);
+    out.assert_code(0);
+    stdout_lacks(&out, "linted as a");
+    stdout_lacks(&out, ": warning:");
+}
+
+fn stdout_lacks(out: &Outcome, unwanted: &str) {
+    out.check(
+        !out.stdout.contains(unwanted),
+        &format!("stdout must not contain {unwanted:?}"),
+    );
+}
+
+/// A stand-in journald socket (`HOOKRUN_JOURNAL_SOCKET`): the entries hookrun sent, as
+/// `(priority, message)`.
+struct Journal {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Journal {
+    fn new(env: &TestEnv) -> Journal {
+        let path = env.path("journal.sock");
+        let socket =
+            std::os::unix::net::UnixDatagram::bind(&path).expect("bind the journal socket");
+        socket
+            .set_nonblocking(true)
+            .expect("nonblocking journal socket");
+        Journal { socket, path }
+    }
+
+    fn entries(&self) -> Vec<(u8, String)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            let d = &buf[..n];
+            let text = String::from_utf8_lossy(d);
+            let priority = text
+                .lines()
+                .find_map(|l| l.strip_prefix("PRIORITY="))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(99);
+            let message = if let Some(i) = text.find("\nMESSAGE=") {
+                text[i + 9..].lines().next().unwrap_or_default().to_owned()
+            } else if let Some(i) = d.windows(9).position(|w| w == b"\nMESSAGE\n") {
+                let len_at = i + 9;
+                let len = u64::from_le_bytes(d[len_at..len_at + 8].try_into().unwrap()) as usize;
+                String::from_utf8_lossy(&d[len_at + 8..len_at + 8 + len]).into_owned()
+            } else {
+                String::new()
+            };
+            out.push((priority, message));
+        }
+        out
+    }
 }

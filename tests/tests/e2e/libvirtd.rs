@@ -718,3 +718,120 @@ fn a_real_libvirtd_calls_hookrun_for_every_hook_with_the_right_argv_and_stdin() 
         eprintln!("libvirtd e2e timing: {what}: {took:.2?}");
     }
 }
+
+/// Issue 14 under the real daemon: the three-hook restore chain with a failing
+/// `on-error: warn` hook first, and a typo in hookrun.toml while a guest runs through a
+/// daemon restart. Before the fix the restored description stayed `original` and the
+/// restarted daemon killed the guest ("shut off (daemon)") because `reconnect` exited 78.
+#[test]
+fn a_real_libvirtd_keeps_every_good_filter_and_the_running_guest_through_a_broken_config() {
+    ensure_installed();
+    let _one_daemon = DAEMON_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let env = TestEnv::new();
+    for d in ["stdin", "hookrun.d", "xml"] {
+        mkdir(&env.path(d), 0o755);
+    }
+    let witness_log = env.path("witness.log");
+    for driver in ["daemon", "qemu", "network"] {
+        mkdir(&env.path(&format!("hookrun.d/libvirt-{driver}")), 0o755);
+    }
+    let qemu_d = env.path("hookrun.d/libvirt-qemu");
+    write_file(
+        &qemu_d.join("15-warnfail"),
+        "#!/bin/sh\n# mode: sync\n# phases: restore\n# on-error: warn\ncat >/dev/null; exit 1\n",
+        0o755,
+    );
+    for (name, tag) in [("20-desc1", "hook1"), ("30-desc2", "hook2")] {
+        write_file(
+            &qemu_d.join(name),
+            format!(
+                "#!/bin/sh\n# mode: sync\n# phases: restore\nsed 's|</description>|+{tag}</description>|'\n"
+            ),
+            0o755,
+        );
+    }
+    let layout = NsLayout::new(env.root(), &hookrun_toml(&env));
+    layout.hold_namespaces();
+    wire_libvirt_hooks(&layout, &env, &witness_log);
+    let vm_xml = env.path("xml/vm.xml");
+    write_file(&vm_xml, domain_xml(VM, VM_UUID, false), 0o644);
+    let save_file = env.path("e2e-vm.save").to_string_lossy().into_owned();
+
+    let mut daemon = Libvirtd::start(&layout, DAEMON_ENV);
+    daemon.virsh_ok(&["define", &vm_xml.to_string_lossy()]);
+    daemon.virsh_ok(&["start", VM]);
+    daemon.virsh_ok(&["save", VM, &save_file]);
+    daemon.virsh_ok(&["restore", &save_file]);
+    daemon
+        .virsh_ok(&["dumpxml", VM])
+        .assert_stdout_contains("<description>original+hook1+hook2</description>");
+    let outcomes: Vec<(String, String)> = env
+        .records()
+        .iter()
+        .filter(|r| r.str("phase") == Some("restore"))
+        .map(|r| (r.hook().to_owned(), r.outcome().to_owned()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("15-warnfail".to_owned(), "failed".to_owned()),
+            ("20-desc1".to_owned(), "ok".to_owned()),
+            ("30-desc2".to_owned(), "ok".to_owned()),
+        ]
+    );
+
+    // A typo in hookrun.toml (written in place: the file is bind-mounted), then a
+    // daemon restart while the guest runs.
+    let toml = layout.root.join("hookrun.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("read hookrun.toml");
+    text.push_str("\n[libvirt-qemu]\nstrict_permisions = true\n");
+    std::fs::write(&toml, text).expect("rewrite hookrun.toml in place");
+    let status = daemon.shutdown(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "libvirtd did not exit cleanly on SIGTERM ({status:?}); its log:\n{}",
+        daemon.log_text()
+    );
+    let reconnects = || {
+        calls_in(&witness_log)
+            .iter()
+            .filter(|c| {
+                c.hook == "witness-qemu" && c.argv.get(1).map(String::as_str) == Some("reconnect")
+            })
+            .count()
+    };
+    assert_eq!(reconnects(), 0);
+    daemon.restart(&layout, DAEMON_ENV);
+    let start = Instant::now();
+    // libvirt runs its qemu.d after the main script (hookrun): once the witness saw
+    // reconnect, hookrun has answered it.
+    while reconnects() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no reconnect call within 60 s of the restart; libvirtd log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A failed reconnect kills the guest right after the hook returns; make sure it
+    // stays up.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let state = daemon.virsh_ok(&["domstate", VM]);
+        state.check(
+            state.stdout.trim() == "running",
+            &format!(
+                "the guest must survive hookrun's config error at reconnect; libvirtd log:\n{}",
+                daemon.log_text()
+            ),
+        );
+    }
+    daemon.virsh_ok(&["destroy", VM]);
+    let status = daemon.shutdown(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // The holder (and anything else) goes by pid.
+    let killed = daemon.kill_leftovers();
+    assert!(killed.is_empty(), "still alive after SIGKILL: {killed:?}");
+}

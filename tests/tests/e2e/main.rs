@@ -24,10 +24,12 @@ mod containment;
 mod hardening;
 mod libvirt;
 mod libvirtd;
+mod mkjob;
 mod process;
 mod pve_guest;
 mod reliability;
 mod seed;
+mod task_log;
 mod vzdump;
 mod worker;
 

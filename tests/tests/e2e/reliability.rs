@@ -1286,6 +1286,8 @@ impl Adapter {
                 Run::new(script)
                     .args(["vm1", "prepare", "begin", "-"])
                     .envs(libvirt_env())
+                    // "started async" is info, kept out of prepare's stderr by default.
+                    .env("HOOKRUN_LOG", "info")
             }
             Adapter::WorkerHook => Run::new(bin("hookrun-worker")).args(["hook", "pre-sig"]),
             Adapter::WorkerRun => Run::new(bin("hookrun-worker")).args([
@@ -1973,6 +1975,8 @@ fn files_that_may_hold_secrets_are_never_readable_by_others_even_under_umask_000
         .envs(libvirt_env())
         .env(k, v)
         .env("HOOKRUN_HOOKS_DIR", env.hooks_dir())
+        // The "started async" line is info, kept out of migrate's stderr by default.
+        .env("HOOKRUN_LOG", "info")
         .run_with_stdin(xml.clone());
     out.assert_success();
     let sup = supervisor_pid(&out, "20-async");
