@@ -518,10 +518,18 @@ impl<'a> Dispatcher<'a> {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
+        for (spec, report) in &batch {
+            if let Err(why) = supervise::check_writable(&self.settings.log_dir, &spec.record.job) {
+                tracing::error!(
+                    "{}: cannot write {why}; it runs, but its output and how it ends will be lost (fix log_dir in the config, its permissions or free space)",
+                    report.name
+                );
+            }
+        }
         let specs: Vec<AsyncSpec> = batch.iter().map(|(s, _)| s.clone()).collect();
         match supervise::launch(&specs, self.input()) {
-            Ok(pid) => {
-                for (spec, mut report) in batch {
+            Ok(pids) => {
+                for ((spec, mut report), pid) in batch.into_iter().zip(pids) {
                     report.outcome = OutcomeKind::Running;
                     tracing::info!(
                         "{}: started async (supervisor pid {pid}); output goes to {}",

@@ -73,9 +73,10 @@ pub fn async_log_path(log_dir: &Path, job: &str) -> PathBuf {
 }
 
 /// Starts one detached supervisor for `specs` (async hooks that came one after another
-/// in a dispatch, so they share their stdin); returns its pid. For several hooks it
-/// forks a child per hook: one `exec` of hookrun however many hooks start together.
-pub fn launch(specs: &[AsyncSpec], stdin: Option<&[u8]>) -> std::io::Result<u32> {
+/// in a dispatch, so they share their stdin); returns each hook's supervisor pid, in
+/// order. For several hooks it forks a child per hook: one `exec` of hookrun however
+/// many hooks start together; the pids come back over a pipe on the supervisor's fd 3.
+pub fn launch(specs: &[AsyncSpec], stdin: Option<&[u8]>) -> std::io::Result<Vec<u32>> {
     let memfd =
         nix::sys::memfd::memfd_create("hookrun-async", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
     let mut file = File::from(memfd);
@@ -90,16 +91,80 @@ pub fn launch(specs: &[AsyncSpec], stdin: Option<&[u8]>) -> std::io::Result<u32>
         [one] => one.record.job.clone(),
         many => format!("{} hooks of {}", many.len(), many[0].record.run_id),
     };
-    let pid = spawn_detached(&title, &file)?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let pid = spawn_detached(&title, &file, &report_w)?;
+    drop(report_w);
     crate::contain::register_detached(pid);
-    Ok(pid)
+    let mut pids = read_pids(report_r, specs.len());
+    // A supervisor that could not say (it died at once): the batch's pid for all.
+    pids.resize(specs.len(), pid);
+    Ok(pids)
+}
+
+/// Whether an async hook's log and the run records can be written: checked before the
+/// hook starts, so that the platform's task log says so while someone still reads it.
+pub fn check_writable(log_dir: &Path, job: &str) -> Result<(), String> {
+    open_async_log(log_dir, job)
+        .map(drop)
+        .map_err(|e| format!("its log {}: {e}", async_log_path(log_dir, job).display()))?;
+    let records = log_dir.join(crate::record::RECORDS_FILE);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&records)
+        .map(drop)
+        .map_err(|e| format!("the run records {}: {e}", records.display()))
+}
+
+/// How long the dispatcher waits for a supervisor to name its hooks' pids.
+const PID_REPORT_WAIT: Duration = Duration::from_secs(2);
+
+fn read_pids(pipe: std::os::fd::OwnedFd, want: usize) -> Vec<u32> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut file = File::from(pipe);
+    let mut text = Vec::new();
+    let until = Instant::now() + PID_REPORT_WAIT;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&file),
+            PollFlags::POLLIN,
+        )];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let mut buf = [0u8; 512];
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+        if text.ends_with(b"\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .take(want)
+        .collect()
 }
 
 /// `posix_spawn` of our own binary as a supervisor: in a new session (`setsid` done by
 /// the spawn itself), stdin from `input`, stdout and stderr on `/dev/null`. glibc's
 /// `posix_spawn` takes the cheap `vfork` path, which matters when a phase starts many
 /// async hooks; `std::process::Command` would have to `fork` for the `setsid`.
-fn spawn_detached(job: &str, input: &File) -> std::io::Result<u32> {
+fn spawn_detached(job: &str, input: &File, report: &std::os::fd::OwnedFd) -> std::io::Result<u32> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt as _;
@@ -156,6 +221,7 @@ fn spawn_detached(job: &str, input: &File) -> std::io::Result<u32> {
             0,
         );
         libc::posix_spawn_file_actions_adddup2(&raw mut actions, 1, 2);
+        libc::posix_spawn_file_actions_adddup2(&raw mut actions, report.as_raw_fd(), 3);
         let rc = libc::posix_spawn(
             &raw mut pid,
             exe.as_ptr(),
@@ -197,9 +263,20 @@ pub fn supervisor_entry() -> Option<i32> {
     Some(run_supervisor())
 }
 
+/// The pipe on which the dispatcher waits for the hooks' pids: descriptor 3, kept open
+/// only when it is a pipe (anything else there is the platform's and is closed).
+const PID_REPORT_FD: i32 = 3;
+
 fn close_inherited_descriptors() {
+    // SAFETY: fstat on descriptor 3 into a zeroed buffer.
+    let report_is_pipe = unsafe {
+        let mut st: nix::libc::stat = std::mem::zeroed();
+        nix::libc::fstat(PID_REPORT_FD, &raw mut st) == 0
+            && st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO
+    };
+    let first = if report_is_pipe { 4u32 } else { 3u32 };
     // SAFETY: close_range(2) on descriptors this process does not use yet.
-    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, first, u32::MAX, 0u32) };
     if rc != 0 {
         // ENOSYS before Linux 5.9, EPERM under some seccomp profiles: one by one, from
         // what /proc lists (the platform's pipes must not stay open in a supervisor).
@@ -207,10 +284,10 @@ fn close_inherited_descriptors() {
             .map(|d| {
                 d.flatten()
                     .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                    .filter(|&fd| fd > 2)
+                    .filter(|&fd| fd >= first as i32)
                     .collect()
             })
-            .unwrap_or_else(|_| (3..1024).collect());
+            .unwrap_or_else(|_| (first as i32..1024).collect());
         for fd in fds {
             // SAFETY: closing descriptors nothing in this process uses.
             unsafe {
@@ -249,28 +326,50 @@ fn run_supervisor() -> i32 {
     drop(input);
 
     let count = specs.len();
+    let mut pids = String::new();
     for (i, spec) in specs.into_iter().enumerate() {
         if i + 1 == count {
+            pids.push_str(&std::process::id().to_string());
+            report_pids(&pids);
             return supervise_one(spec, payload);
         }
         // SAFETY: this process is single-threaded here (no thread has been started, no
         // logger installed), so the child may do anything the parent could.
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
+                // The report is the batch parent's to write and close.
+                // SAFETY: closing our copy of the report pipe.
+                unsafe {
+                    nix::libc::close(PID_REPORT_FD);
+                }
                 std::process::exit(supervise_one(spec, payload));
             }
             // A unit of its own: the hook this process runs must never stop it.
             Ok(nix::unistd::ForkResult::Parent { child }) => {
                 crate::contain::register_detached(child.as_raw() as u32);
+                pids.push_str(&format!("{child} "));
             }
             // No process to spare: run this hook here and now, before the others,
             // rather than lose it.
             Err(_) => {
+                pids.push_str(&format!("{} ", std::process::id()));
                 supervise_one(spec, payload.clone());
             }
         }
     }
+    report_pids(&pids);
     0
+}
+
+/// Tells the dispatcher each hook's supervisor pid, then closes the pipe, so it can
+/// return to the platform.
+fn report_pids(pids: &str) {
+    let line = format!("{pids}\n");
+    // SAFETY: write and close on descriptor 3 (a pipe, or closed: then both fail).
+    unsafe {
+        nix::libc::write(PID_REPORT_FD, line.as_ptr().cast(), line.len());
+        nix::libc::close(PID_REPORT_FD);
+    }
 }
 
 /// Supervises one async hook in this process, start to record.

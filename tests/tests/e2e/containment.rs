@@ -780,3 +780,94 @@ fn worker_no_wait_skips_are_loud_and_recorded() {
     assert_eq!(skip.str("object"), Some("backup"));
     assert!(process_alive(Pid::from_raw(std::process::id() as i32)));
 }
+
+/// `pid`'s parent, from `/proc`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    st.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn each_async_hook_of_a_batch_names_its_own_supervisor() {
+    let env = TestEnv::new();
+    for name in ["10-a", "20-b", "30-c"] {
+        env.hook(name)
+            .phases("job-start")
+            .body(&format!(
+                "echo $$ > {}\nexec sleep 2",
+                q(&env.path(name).to_string_lossy())
+            ))
+            .write();
+    }
+    let out = crate::vzdump_call(&env).arg("job-start").run();
+    out.assert_success();
+    let mut sups = Vec::new();
+    for name in ["10-a", "20-b", "30-c"] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("{name}: started async")))
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        let sup = supervisor_pid(line);
+        let hook: i32 = wait_for_lines(&env.path(name), 1, Duration::from_secs(10))[0]
+            .parse()
+            .unwrap();
+        // The named supervisor is an ancestor of this hook's process.
+        let mut p = hook;
+        let mut found = false;
+        for _ in 0..8 {
+            match parent_of(p) {
+                Some(pp) if pp == sup => {
+                    found = true;
+                    break;
+                }
+                Some(pp) if pp > 1 => p = pp,
+                _ => break,
+            }
+        }
+        assert!(
+            found,
+            "{name}: supervisor pid {sup} is not an ancestor of its hook {hook}"
+        );
+        sups.push(sup);
+    }
+    sups.sort_unstable();
+    sups.dedup();
+    assert_eq!(sups.len(), 3, "one supervisor per hook");
+    let pids: Vec<Pid> = sups.iter().map(|p| Pid::from_raw(*p)).collect();
+    assert!(wait_dead(&pids, Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn an_async_hook_whose_log_cannot_be_written_is_reported_before_it_starts() {
+    let env = TestEnv::new();
+    let log = env.path("not-a-dir");
+    write_file(&log, "", 0o644);
+    write_file(
+        &env.config_path(),
+        format!(
+            "log_dir = {:?}\nlock_dir = {:?}\n",
+            log.to_string_lossy(),
+            env.path("lock").to_string_lossy()
+        ),
+        0o644,
+    );
+    let ran = env.path("ran");
+    env.hook("20-async")
+        .phases("job-start")
+        .body(&format!("touch {}", q(&ran.to_string_lossy())))
+        .write();
+    let out = crate::vzdump_call(&env).arg("job-start").run();
+    out.assert_success().assert_stderr_line(&[
+        "20-async",
+        "cannot write",
+        "not-a-dir",
+        "fix log_dir",
+    ]);
+    wait_for_lines(&ran, 0, Duration::from_secs(10));
+}
