@@ -48,6 +48,14 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "debootstrap",
         "the chroot of the packages' install, upgrade and purge cycle",
     ),
+    (
+        "borgmatic",
+        "the real borgmatic of the borgmatic end-to-end suite",
+    ),
+    (
+        "borgbackup",
+        "borg and its local repository for the borgmatic end-to-end suite",
+    ),
 ];
 
 fn installed(package: &str) -> Option<bool> {
