@@ -19,6 +19,7 @@
 //! Every test builds its own tree with [`hookrun_tests::TestEnv`]; tests run in parallel.
 
 mod asyncmode;
+mod backrest;
 mod borgmatic;
 mod cli;
 mod libvirt;
