@@ -25,6 +25,7 @@ pub mod logging;
 pub mod mkjob;
 pub mod objects;
 pub mod perms;
+pub mod privilege;
 pub mod process;
 pub mod record;
 pub mod signals;

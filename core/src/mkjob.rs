@@ -73,13 +73,10 @@ pub struct RunningJob {
     usage_before: Usage,
 }
 
-/// The user name the job directory is named after.
+/// The user name the job directory is named after (from /etc/passwd without NSS, so
+/// the static build finds it too).
 fn user_name() -> String {
-    let uid = nix::unistd::geteuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => uid.as_raw().to_string(),
-    }
+    crate::privilege::user_name(nix::unistd::geteuid().as_raw())
 }
 
 /// Creates the running file. Problems are warnings: Checkmk bookkeeping never stops a

@@ -28,6 +28,7 @@ mod process;
 mod pve_guest;
 mod reliability;
 mod seed;
+mod static_build;
 mod vzdump;
 mod worker;
 
