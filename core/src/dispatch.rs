@@ -483,7 +483,14 @@ impl<'a> Dispatcher<'a> {
         report: &HookReport,
     ) -> AsyncSpec {
         let (program, args) = self.command_for(entry, job, header.mk_job);
-        let env = self.env_for(entry, job);
+        let privilege = crate::privilege::Plan::for_hook(
+            &report.name,
+            header.nice,
+            header.io_class,
+            header.user.as_ref(),
+        );
+        let mut env = self.env_for(entry, job);
+        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
         let req = self.req;
         AsyncSpec {
             program: path_bytes(&program),
@@ -502,6 +509,7 @@ impl<'a> Dispatcher<'a> {
             log_dir: path_bytes(&self.settings.log_dir),
             mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
             has_stdin: self.input().is_some(),
+            privilege,
             record: RunRecord {
                 time: crate::time::rfc3339(started),
                 run_id: self.run_id.clone(),
@@ -545,7 +553,14 @@ impl<'a> Dispatcher<'a> {
                 }
             },
         };
-        let env = self.env_for(entry, job);
+        let privilege = crate::privilege::Plan::for_hook(
+            &report.name,
+            header.nice,
+            header.io_class,
+            header.user.as_ref(),
+        );
+        let mut env = self.env_for(entry, job);
+        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
         let timeout = header_timeout.or(self.settings.default_timeout);
         let output = if self.req.filter {
             Output::CaptureStdout
@@ -570,6 +585,7 @@ impl<'a> Dispatcher<'a> {
             timeout,
             kill_grace: self.settings.kill_grace,
             output,
+            privilege: privilege.as_ref(),
         };
         let result = process::run_sync(&cmd, &mut signals);
         self.signals = Some(signals);

@@ -50,6 +50,8 @@ pub struct AsyncSpec {
     /// Set for native `# mk-job`: the Checkmk job directory.
     pub mk_job_dir: Option<Vec<u8>>,
     pub has_stdin: bool,
+    /// `# nice:`/`# io-class:`/`# user:` for the hook's process.
+    pub privilege: Option<crate::privilege::Plan>,
     /// The record to complete and append when the hook ends.
     pub record: RunRecord,
 }
@@ -361,6 +363,7 @@ impl Supervisor {
                 timeout,
                 kill_grace: Duration::from_millis(spec.kill_grace_ms),
                 output: crate::process::Output::Capped(ASYNC_LOG_CAP),
+                privilege: spec.privilege.as_ref(),
             };
             let result = crate::process::run_sync(&cmd, &mut signals);
             report.duration = result.duration;

@@ -297,6 +297,7 @@ fn run_command(
         timeout: None,
         kill_grace,
         output: Output::Inherit,
+        privilege: None,
     };
     let result = hookrun_core::process::run_sync(&cmd, signals);
     let code_of = |exit: Exit| match exit {

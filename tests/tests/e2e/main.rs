@@ -24,6 +24,7 @@ mod borgmatic;
 mod cli;
 mod libvirt;
 mod libvirtd;
+mod privilege;
 mod process;
 mod pve_guest;
 mod reliability;
