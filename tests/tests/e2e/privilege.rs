@@ -290,3 +290,67 @@ fn user_is_ignored_with_a_warning_when_hookrun_is_not_root() {
         "65534 3\n"
     );
 }
+
+/// Accepts one HTTP request on loopback, answers 200, and returns its request line.
+fn one_http_request() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).expect("request line");
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header line");
+            if line.trim_end().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+            .expect("reply");
+        request_line.trim_end().to_owned()
+    });
+    (url, handle)
+}
+
+#[test]
+fn the_contrib_healthchecks_hook_works_as_nobody() {
+    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/curl").is_file() {
+        skip("this test needs root (to switch to nobody) and curl");
+        return;
+    }
+    let env = TestEnv::new();
+    let shipped = hookrun_tests::workspace_root().join("hooks-contrib/hooks.d/healthchecks-ping");
+    let text = std::fs::read_to_string(&shipped).expect("the shipped hook");
+    assert!(
+        text.contains("\n# user: nobody\n"),
+        "the shipped hook lost '# user: nobody'"
+    );
+    env.write_hook("50-healthchecks", &text, 0o755);
+    let (url, server) = one_http_request();
+    let out = vzdump_call(&env)
+        .arg("job-start")
+        .env("HEALTHCHECKS_URL", format!("{url}/check"))
+        .run();
+    out.assert_success().assert_stderr_lacks("could not send");
+    assert_eq!(
+        server.join().expect("the server thread"),
+        "POST /check/start HTTP/1.1"
+    );
+    let records = env.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome(), "ok");
+}
