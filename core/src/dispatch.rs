@@ -571,9 +571,13 @@ impl<'a> Dispatcher<'a> {
         };
         let (program, args) = self.command_for(entry, job, header.mk_job);
         report.started = Some(SystemTime::now());
-        let mk_job = self
-            .native_mk_job_dir(header.mk_job)
-            .and_then(|dir| mkjob::start(dir, job));
+        let mk_job = self.native_mk_job_dir(header.mk_job).and_then(|dir| {
+            mkjob::start_as(
+                dir,
+                job,
+                crate::privilege::Plan::user_of(privilege.as_ref()),
+            )
+        });
         // The watch is taken out for the run: `cmd` borrows this dispatcher's input.
         self.signals();
         let mut signals = self.signals.take().expect("installed just above");

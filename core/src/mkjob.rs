@@ -82,7 +82,13 @@ fn user_name() -> String {
 /// Creates the running file. Problems are warnings: Checkmk bookkeeping never stops a
 /// hook from running.
 pub fn start(mk_job_dir: &Path, job: &str) -> Option<RunningJob> {
-    let dir = mk_job_dir.join(user_name());
+    start_as(mk_job_dir, job, None)
+}
+
+/// [`start`] for a hook that runs as `user` (`# user:`): its job file goes into that
+/// user's job directory, where `mk-job` run by that user would put it.
+pub fn start_as(mk_job_dir: &Path, job: &str, user: Option<&str>) -> Option<RunningJob> {
+    let dir = mk_job_dir.join(user.map_or_else(user_name, str::to_owned));
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)

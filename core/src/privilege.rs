@@ -311,6 +311,11 @@ impl Plan {
         (plan != Plan::default()).then_some(plan)
     }
 
+    /// The user a plan switches to, for the Checkmk job directory.
+    pub fn user_of(plan: Option<&Plan>) -> Option<&str> {
+        plan?.identity.as_ref().map(|i| i.name.as_str())
+    }
+
     /// `HOME`, `USER` and `LOGNAME` of the user the hook runs as (the rest of the
     /// environment stays as it is).
     pub fn env(&self) -> Vec<(OsString, OsString)> {

@@ -339,10 +339,10 @@ impl Supervisor {
         let mut truncated = 0;
         if lock_ok {
             run_started = SystemTime::now();
-            let job = spec
-                .mk_job_dir
-                .as_ref()
-                .and_then(|dir| crate::mkjob::start(Path::new(OsStr::from_bytes(dir)), &rec.job));
+            let job = spec.mk_job_dir.as_ref().and_then(|dir| {
+                let user = crate::privilege::Plan::user_of(spec.privilege.as_ref());
+                crate::mkjob::start_as(Path::new(OsStr::from_bytes(dir)), &rec.job, user)
+            });
             let args: Vec<OsString> = spec
                 .args
                 .iter()

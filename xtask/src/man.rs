@@ -459,7 +459,7 @@ Run in this I/O scheduling class (ioprio, as ionice sets it), with everything it
 Run as this user (its supplementary groups, HOME, USER and LOGNAME; GROUP as the primary \
 group), read from /etc/passwd and /etc/group; a user that does not exist refuses the hook. \
 Ignored with a warning when hookrun does not run as root. hookrun itself keeps the lock \
-and writes the records and the async log.";
+and writes the records, the async log and the Checkmk file (into the user's job directory).";
 
 fn pages(root: &Path) -> anyhow::Result<Vec<Page>> {
     let mut pages = vec![Page {

@@ -129,6 +129,18 @@ fn a_user_hook_runs_as_that_user_and_hookrun_keeps_its_records() {
         return;
     }
     let env = TestEnv::new();
+    // Checkmk job files inside the tree, not in the host's /var/lib/check_mk_agent.
+    let mk = env.path("mk");
+    write_file(
+        &env.config_path(),
+        format!(
+            "log_dir = {:?}\nlock_dir = {:?}\nmk_job_dir = {:?}\n",
+            env.log_dir().display().to_string(),
+            env.path("lock").display().to_string(),
+            mk.display().to_string()
+        ),
+        0o644,
+    );
     let out_dir = env.path("out");
     mkdir(&out_dir, 0o777);
     let root_only = env.path("root-only");
@@ -147,6 +159,7 @@ fn a_user_hook_runs_as_that_user_and_hookrun_keeps_its_records() {
         .sync()
         .phases("job-start")
         .header("user: nobody")
+        .header("mk-job")
         .body(&body("sync"))
         .write();
     env.hook("20-disk")
@@ -190,6 +203,18 @@ fn a_user_hook_runs_as_that_user_and_hookrun_keeps_its_records() {
     let log = std::fs::read_to_string(env.log_dir().join("async/vzdump-30-async.log"))
         .expect("the async log of a '# user:' hook");
     assert!(log.contains("hello from nobody"), "{log}");
+    // The Checkmk job files go into nobody's job directory, as `mk-job` run by nobody
+    // would put them; none into root's.
+    for job in ["vzdump-10-nobody", "vzdump-30-async"] {
+        let f = mk.join("nobody").join(job);
+        let text = std::fs::read_to_string(&f)
+            .unwrap_or_else(|e| panic!("no job file {}: {e}", f.display()));
+        assert!(text.contains("exit_code 0"), "{text}");
+    }
+    assert!(
+        !mk.join("root").exists(),
+        "a job file went to root's directory"
+    );
 }
 
 #[test]
