@@ -3,7 +3,8 @@
 //! with Debian's `busybox-static` as `/bin/sh` and the usual applets and nothing else
 //! (no dynamic loader, no libc, no NSS modules), make a chroot in which
 //! `hookrun-worker run backup -- /bin/true` runs pre/post hooks (sync and async, a
-//! lock, a timeout, `mk-job`), `hookrun-vzdump` goes through a job's phases, and
+//! lock, a timeout, `mk-job`, and a `# user: nobody` hook with `# nice:` whose user comes
+//! from the chroot's own /etc/passwd), `hookrun-vzdump` goes through a job's phases, and
 //! `hookrun list/lint/log` work. The chroot runs in private mount and PID namespaces
 //! (`unshare`), so its `/proc` mount and every process in it end with the test.
 
@@ -108,6 +109,11 @@ const WORKER_HOOKS: &[(&str, &str)] = &[
         "20-slow",
         "# mode: sync\n# phases: pre-backup\n# timeout: 1\n# on-error: warn\n\
          echo started >> /out/slow\nsleep 30\necho 'not killed' >> /out/slow\n",
+    ),
+    (
+        "25-nobody",
+        "# mode: sync\n# phases: pre-backup\n# user: nobody\n# nice: 5\n\
+         set -- $(cat /proc/$$/stat)\necho \"$(id -u) $(id -g) $HOME nice ${19}\" > /out/nobody/who\n",
     ),
     (
         "30-post",
@@ -244,10 +250,15 @@ fn static_binaries_run_in_a_chroot_without_libc() {
     assert!(mknod.success());
     write_file(
         &jail.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
         0o644,
     );
-    write_file(&jail.join("etc/group"), "root:x:0:\n", 0o644);
+    write_file(
+        &jail.join("etc/group"),
+        "root:x:0:\nnogroup:x:65534:\n",
+        0o644,
+    );
+    mkdir(&jail.join("out/nobody"), 0o777);
     for (dir, hooks) in [
         ("hooks", WORKER_HOOKS),
         ("etc/hookrun/vzdump.d", VZDUMP_HOOKS),
@@ -305,6 +316,8 @@ fn static_binaries_run_in_a_chroot_without_libc() {
         "{worker_out}"
     );
     assert_eq!(o("slow"), "started\n", "the timed-out hook was not killed");
+    // `# user:` and `# nice:` without NSS: the user came from the chroot's /etc/passwd.
+    assert_eq!(o("nobody/who"), "65534 65534 /nonexistent nice 5\n");
     assert_eq!(o("async"), "async post-backup\n");
     assert_eq!(o("vzdump.rc"), "0\n0\n0\n0\n0\n", "{}", o("vzdump.out"));
     assert_eq!(
@@ -325,6 +338,7 @@ fn static_binaries_run_in_a_chroot_without_libc() {
     };
     assert_eq!(outcome("10-pre"), ["ok"], "{records}");
     assert_eq!(outcome("20-slow"), ["timeout"], "{records}");
+    assert_eq!(outcome("25-nobody"), ["ok"], "{records}");
     assert_eq!(outcome("30-post"), ["ok"], "{records}");
     assert_eq!(outcome("40-async"), ["ok"], "{records}");
     assert_eq!(outcome("10-trace"), ["ok"; 5], "{records}");
