@@ -50,6 +50,8 @@ complete -c hookrun -n "__fish_hookrun_using_subcommand run" -l on-error-default
 fail\t''
 warn\t''"
 complete -c hookrun -n "__fish_hookrun_using_subcommand run" -l hooks-dir -d 'Use this hooks directory' -r -F
+complete -c hookrun -n "__fish_hookrun_using_subcommand run" -s e -l env -d 'Add NAME=VALUE to every hook\'s environment (repeatable); the value is passed byte for byte' -r
+complete -c hookrun -n "__fish_hookrun_using_subcommand run" -l abort-code -d 'Exit N instead of the hook\'s own code when an \'# on-error: abort\' hook stops the dispatch (borgmatic\'s soft failure is 75)' -r
 complete -c hookrun -n "__fish_hookrun_using_subcommand run" -l dry-run -d 'Print what would run and exit without running anything'
 complete -c hookrun -n "__fish_hookrun_using_subcommand run" -s h -l help -d 'Print help'
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -s n -l last -d 'Show the last N records' -r

@@ -259,13 +259,37 @@ pub fn descendants() -> Vec<u32> {
     let mut frontier = vec![me];
     while let Some(parent) = frontier.pop() {
         for &(pid, ppid) in &table {
-            if ppid == parent && !skip.contains(&pid) && pid != me && !found.contains(&pid) {
+            if ppid == parent
+                && !skip.contains(&pid)
+                && pid != me
+                && !found.contains(&pid)
+                && !is_async_supervisor(pid)
+            {
                 found.push(pid);
                 frontier.push(pid);
             }
         }
     }
     found
+}
+
+/// Whether `pid` is an async supervisor of ours (our executable, started under the
+/// name `hookrun-async …`): one that became our child because the process that started
+/// it ended first is still a unit of its own, never a sync hook's leftover.
+fn is_async_supervisor(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if !cmdline.starts_with(b"hookrun-async ") {
+        return false;
+    }
+    match (
+        std::fs::read_link(format!("/proc/{pid}/exe")),
+        std::fs::read_link("/proc/self/exe"),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => false,
+    }
 }
 
 /// Whether this process has any child at all, reaped or not: one system call, and the

@@ -562,7 +562,14 @@ impl<'a> Dispatcher<'a> {
         report: &HookReport,
     ) -> AsyncSpec {
         let (program, args) = self.command_for(entry, job, header.mk_job);
-        let env = self.env_for(entry, job);
+        let privilege = crate::privilege::Plan::for_hook(
+            &report.name,
+            header.nice,
+            header.io_class,
+            header.user.as_ref(),
+        );
+        let mut env = self.env_for(entry, job);
+        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
         let req = self.req;
         AsyncSpec {
             program: path_bytes(&program),
@@ -582,6 +589,7 @@ impl<'a> Dispatcher<'a> {
             log_dir: path_bytes(&self.settings.log_dir),
             mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
             has_stdin: self.input().is_some(),
+            privilege,
             record: RunRecord {
                 time: crate::time::rfc3339(started),
                 run_id: self.run_id.clone(),
@@ -641,7 +649,14 @@ impl<'a> Dispatcher<'a> {
                 }
             },
         };
-        let env = self.env_for(entry, job);
+        let privilege = crate::privilege::Plan::for_hook(
+            &report.name,
+            header.nice,
+            header.io_class,
+            header.user.as_ref(),
+        );
+        let mut env = self.env_for(entry, job);
+        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
         let timeout = header_timeout.or(self.settings.default_timeout);
         let output = if self.req.filter {
             Output::CaptureStdout(self.settings.prefix_output.then_some(report.name.as_str()))
@@ -652,9 +667,13 @@ impl<'a> Dispatcher<'a> {
         };
         let (program, args) = self.command_for(entry, job, header.mk_job);
         report.started = Some(SystemTime::now());
-        let mk_job = self
-            .native_mk_job_dir(header.mk_job)
-            .and_then(|dir| mkjob::start(dir, job));
+        let mk_job = self.native_mk_job_dir(header.mk_job).and_then(|dir| {
+            mkjob::start_as(
+                dir,
+                job,
+                crate::privilege::Plan::user_of(privilege.as_ref()),
+            )
+        });
         let entry =
             crate::running::RunningEntry::new(self.running_record(&report.name, job, Mode::Sync));
         match self.marker.as_mut() {
@@ -680,6 +699,7 @@ impl<'a> Dispatcher<'a> {
             timeout,
             kill_grace: self.kill_grace(),
             output,
+            privilege: privilege.as_ref(),
         };
         let result = process::run_sync(&cmd, &mut signals);
         self.signals = Some(signals);

@@ -128,6 +128,10 @@ pub struct Header {
     pub on_error: Option<OnError>,
     pub lock: Option<String>,
     pub objects: Option<Vec<ObjectPattern>>,
+    /// `# nice:`, `# io-class:`, `# user:` ([`crate::privilege`]).
+    pub nice: Option<u8>,
+    pub io_class: Option<crate::privilege::IoClass>,
+    pub user: Option<crate::privilege::Identity>,
     pub errors: Vec<HeaderError>,
     /// True when the `# phases:` line was present but invalid: the hook is then treated
     /// as asking for every phase, so its error is reported wherever it could have run.
@@ -138,7 +142,8 @@ pub struct Header {
 
 /// The keys the dispatcher understands.
 pub const KEYS: &[&str] = &[
-    "mode", "phases", "mk-job", "timeout", "on-error", "lock", "objects",
+    "mode", "phases", "mk-job", "timeout", "on-error", "lock", "objects", "nice", "io-class",
+    "user",
 ];
 
 impl Header {
@@ -241,7 +246,7 @@ pub fn split_key(body: &[u8]) -> Option<(&[u8], &[u8])> {
 /// cut at [`HEADER_LIMIT`].
 pub fn parse(buf: &[u8], truncated: bool) -> Header {
     let mut h = Header::default();
-    let mut seen: [Option<usize>; 7] = [None; 7];
+    let mut seen: [Option<usize>; KEYS.len()] = [None; KEYS.len()];
     for line in header_lines(buf, truncated) {
         let Some((key, value)) = split_key(line.body) else {
             continue;
@@ -304,6 +309,9 @@ fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(),
                 return Err(reason);
             }
         },
+        "nice" => h.nice = Some(crate::privilege::parse_nice(value_str)?),
+        "io-class" => h.io_class = Some(crate::privilege::parse_io_class(value_str)?),
+        "user" => h.user = Some(crate::privilege::parse_user(value_str)?),
         _ => unreachable!("every entry of KEYS is handled"),
     }
     Ok(())

@@ -26,12 +26,14 @@ pub mod logging;
 pub mod mkjob;
 pub mod objects;
 pub mod perms;
+pub mod privilege;
 pub mod process;
 pub mod record;
 pub mod running;
 pub mod signals;
 pub mod supervise;
 pub mod time;
+pub mod wrap;
 
 pub use config::{Config, Settings};
 pub use dispatch::{Report, Request, dispatch, resolve_hooks_dir};

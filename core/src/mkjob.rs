@@ -83,19 +83,22 @@ pub struct RunningJob {
     usage_before: Usage,
 }
 
-/// The user name the job directory is named after.
+/// The user name the job directory is named after (from /etc/passwd without NSS, so
+/// the static build finds it too).
 fn user_name() -> String {
-    let uid = nix::unistd::geteuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => uid.as_raw().to_string(),
-    }
+    crate::privilege::user_name(nix::unistd::geteuid().as_raw())
 }
 
 /// Creates the running file. Problems are warnings: Checkmk bookkeeping never stops a
 /// hook from running.
 pub fn start(mk_job_dir: &Path, job: &str) -> Option<RunningJob> {
-    let user = user_name();
+    start_as(mk_job_dir, job, None)
+}
+
+/// [`start`] for a hook that runs as `user` (`# user:`): its job file goes into that
+/// user's job directory, where `mk-job` run by that user would put it.
+pub fn start_as(mk_job_dir: &Path, job: &str, user: Option<&str>) -> Option<RunningJob> {
+    let user = user.map_or_else(user_name, str::to_owned);
     let dir = mk_job_dir.join(&user);
     let euid = nix::unistd::geteuid().as_raw();
     if let Err(e) = crate::perms::open_trusted_dir(&dir, euid, Some(0o755)) {

@@ -111,6 +111,8 @@ pub struct SyncCommand<'a> {
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub output: Output<'a>,
+    /// `# nice:`/`# io-class:`/`# user:`, applied in the child before exec.
+    pub privilege: Option<&'a crate::privilege::Plan>,
 }
 
 #[derive(Debug)]
@@ -176,6 +178,10 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
                 Ok(())
             });
         }
+    }
+    if let Some(plan) = cmd.privilege.cloned() {
+        // SAFETY: `Plan::apply` makes only raw syscalls on memory owned by the closure.
+        unsafe { command.pre_exec(move || plan.apply()) };
     }
     let child = match command.spawn() {
         Ok(c) => c,

@@ -53,6 +53,8 @@ pub struct AsyncSpec {
     /// Set for native `# mk-job`: the Checkmk job directory.
     pub mk_job_dir: Option<Vec<u8>>,
     pub has_stdin: bool,
+    /// `# nice:`/`# io-class:`/`# user:` for the hook's process.
+    pub privilege: Option<crate::privilege::Plan>,
     /// The record to complete and append when the hook ends.
     pub record: RunRecord,
 }
@@ -96,6 +98,11 @@ pub fn launch(specs: &[AsyncSpec], stdin: Option<&[u8]>) -> std::io::Result<Vec<
     drop(report_w);
     crate::contain::register_detached(pid);
     let mut pids = read_pids(report_r, specs.len());
+    // Each hook's supervisor is a unit of its own, and may become our child when the
+    // batch's first process ends before it (we are a subreaper): never a leftover.
+    for &p in &pids {
+        crate::contain::register_detached(p);
+    }
     // A supervisor that could not say (it died at once): the batch's pid for all.
     pids.resize(specs.len(), pid);
     Ok(pids)
@@ -487,10 +494,10 @@ impl Supervisor {
         let mut truncated = 0;
         if lock_ok {
             run_started = SystemTime::now();
-            let job = spec
-                .mk_job_dir
-                .as_ref()
-                .and_then(|dir| crate::mkjob::start(Path::new(OsStr::from_bytes(dir)), &rec.job));
+            let job = spec.mk_job_dir.as_ref().and_then(|dir| {
+                let user = crate::privilege::Plan::user_of(spec.privilege.as_ref());
+                crate::mkjob::start_as(Path::new(OsStr::from_bytes(dir)), &rec.job, user)
+            });
             let args: Vec<OsString> = spec
                 .args
                 .iter()
@@ -511,6 +518,7 @@ impl Supervisor {
                 timeout,
                 kill_grace: Duration::from_millis(spec.kill_grace_ms),
                 output: crate::process::Output::Capped(ASYNC_LOG_CAP),
+                privilege: spec.privilege.as_ref(),
             };
             let result = crate::process::run_sync(&cmd, &mut signals);
             report.duration = result.duration;

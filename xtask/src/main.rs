@@ -20,6 +20,7 @@ mod fuzz;
 mod man;
 mod package;
 mod packages;
+mod static_build;
 
 /// Exit code for a usage error (unknown or unavailable task), as sysexits' EX_USAGE is
 /// too obscure for a developer tool and clap-style tools use 2.
@@ -34,8 +35,8 @@ const TASKS: &[(&str, Option<&str>, &str)] = &[
     ),
     (
         "package",
-        Some("[--revision N] [--check]"),
-        "release build, then one .deb per package in target/debian/ (--check: lintian, reproducibility, install/upgrade/purge in a chroot)",
+        Some("[--revision N] [--check] [--static-only]"),
+        "release build, one .deb per package in target/debian/, and the static tarball in target/dist/ (--check: lintian, reproducibility, install/upgrade/purge in a chroot; --static-only: just the tarball)",
     ),
     (
         "man",

@@ -424,6 +424,43 @@ when it was refused or could not be executed, 127 when its interpreter does not 
 128+N when it died by signal N. 78 when the configuration file or the hooks directory is
 unusable (no hooks ran).";
 
+/// The header keys, as in the README's header table.
+const HOOK_HEADER: &str = "\
+A hook describes itself in its first comment lines, one key per line.
+
+@ # mode: sync | async
+sync: the platform waits for the hook; async (the default): it runs detached.
+
+@ # phases: P1 P2 ... | *
+The phases the hook runs in; without this line it never runs.
+
+@ # timeout: DURATION
+Kill the hook's process group after 90, 90s, 5m or 1h.
+
+@ # on-error: abort | fail | warn
+What a failure of a sync hook does to the dispatch.
+
+@ # lock: NAME
+Hold the exclusive lock NAME while running.
+
+@ # objects: O1 O2 ...
+Only for these objects (ranges like 100-199, patterns like web-*, names).
+
+@ # mk-job
+Record each run as a Checkmk job.
+
+@ # nice: N
+Run at CPU nice value N, 0 to 19, with everything it starts.
+
+@ # io-class: idle | best-effort[:0-7] | realtime[:0-7]
+Run in this I/O scheduling class (ioprio, as ionice sets it), with everything it starts.
+
+@ # user: NAME[:GROUP]
+Run as this user (its supplementary groups, HOME, USER and LOGNAME; GROUP as the primary \
+group), read from /etc/passwd and /etc/group; a user that does not exist refuses the hook. \
+Ignored with a warning when hookrun does not run as root. hookrun itself keeps the lock \
+and writes the records, the async log and the Checkmk file (into the user's job directory).";
+
 fn pages(root: &Path) -> anyhow::Result<Vec<Page>> {
     let mut pages = vec![Page {
         binary: "hookrun",
@@ -431,6 +468,7 @@ fn pages(root: &Path) -> anyhow::Result<Vec<Page>> {
         description: None,
         date: String::new(),
         sections: vec![
+            ("HOOK HEADER", HOOK_HEADER.to_owned()),
             ("FILES", files("/etc/hookrun/PLATFORM.d/")),
             (
                 "ENVIRONMENT",

@@ -39,7 +39,7 @@ const SOURCE: &str = "hookrun";
 const SUITE: &str = "bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// The workspace crates whose binaries are packaged.
-const CRATES: &[&str] = &[
+pub(crate) const CRATES: &[&str] = &[
     "hookrun",
     "hookrun-vzdump",
     "hookrun-pve-guest",
@@ -62,10 +62,12 @@ const HOOKS_DIRS: &[&str] = &[
 pub fn main(root: &Path, target: &Path, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let mut revision = None;
     let mut check = false;
+    let mut static_only = false;
     let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(a) = args.next() {
         match a.as_str() {
             "--check" => check = true,
+            "--static-only" => static_only = true,
             "--revision" => match args.next() {
                 Some(r) if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) => {
                     revision = Some(r);
@@ -76,7 +78,9 @@ pub fn main(root: &Path, target: &Path, args: &[OsString]) -> anyhow::Result<Exi
                 }
             },
             other => {
-                eprintln!("xtask: package takes --revision N and --check, not '{other}'\n");
+                eprintln!(
+                    "xtask: package takes --revision N, --check and --static-only, not '{other}'\n"
+                );
                 return Ok(ExitCode::from(crate::EXIT_USAGE));
             }
         }
@@ -89,6 +93,11 @@ pub fn main(root: &Path, target: &Path, args: &[OsString]) -> anyhow::Result<Exi
         return self::check(root, target);
     }
     let started = Instant::now();
+    if static_only {
+        let tarball = crate::static_build::build(root, target)?;
+        println!("{}", tarball.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let prepared = Prepared::new(root, target)?;
     let revision = revision.unwrap_or_else(|| prepared.changelog_revision.clone());
     let out = target.join("debian");
@@ -100,6 +109,8 @@ pub fn main(root: &Path, target: &Path, args: &[OsString]) -> anyhow::Result<Exi
     for deb in &debs {
         println!("{}", deb.display());
     }
+    let tarball = crate::static_build::build(root, target)?;
+    println!("{}", tarball.display());
     eprintln!(
         "xtask package: {} packages in {} ({})",
         debs.len(),
@@ -706,9 +717,9 @@ fn shlibdeps(target: &Path, bins: &[PathBuf]) -> anyhow::Result<String> {
         .context("dpkg-shlibdeps printed no shlibs:Depends")
 }
 
-/// The release build, into its own target directory with paths remapped.
-fn build_binaries(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
-    let build_dir = target.join("package/cargo");
+/// `--remap-path-prefix` flags for the cargo home and the checkout, so that panic
+/// locations in release binaries do not name the build machine's directories.
+pub(crate) fn remap_flags(root: &Path) -> anyhow::Result<Vec<String>> {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -723,6 +734,13 @@ fn build_binaries(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
     {
         flags.push(format!("--remap-path-prefix={}=/cargo", real.display()));
     }
+    Ok(flags)
+}
+
+/// The release build, into its own target directory with paths remapped.
+fn build_binaries(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
+    let build_dir = target.join("package/cargo");
+    let flags = remap_flags(root)?;
     let mut cmd = Command::new(crate::cargo());
     cmd.args(["build", "--release", "--locked", "--bins"])
         .arg("--target-dir")
@@ -840,7 +858,7 @@ fn linked_crates(root: &Path) -> anyhow::Result<String> {
 }
 
 /// `[workspace.package] version` from the root manifest.
-fn workspace_version(root: &Path) -> anyhow::Result<String> {
+pub(crate) fn workspace_version(root: &Path) -> anyhow::Result<String> {
     let text = fs::read_to_string(root.join("Cargo.toml"))?;
     let doc: toml::Table = text.parse().context("Cargo.toml does not parse")?;
     doc.get("workspace")
@@ -909,7 +927,7 @@ fn parse_rfc2822(date: &str) -> Option<u64> {
 }
 
 /// `SOURCE_DATE_EPOCH`, else the last commit's time.
-fn source_date_epoch(root: &Path) -> anyhow::Result<u64> {
+pub(crate) fn source_date_epoch(root: &Path) -> anyhow::Result<u64> {
     let value = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v,
         _ => output(Command::new("git").args(["log", "-1", "--pretty=%ct"]).current_dir(root))
@@ -959,7 +977,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Runs `cmd` and returns its stdout; a failure shows its output.
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -975,7 +993,7 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("{shown} printed non-UTF-8"))
 }
 
-fn remove_dir_all(p: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_dir_all(p: &Path) -> anyhow::Result<()> {
     match fs::remove_dir_all(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -52,6 +52,22 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "debootstrap",
         "the chroot of the packages' install, upgrade and purge cycle",
     ),
+    (
+        "borgmatic",
+        "the real borgmatic of the borgmatic end-to-end suite",
+    ),
+    (
+        "borgbackup",
+        "borg and its local repository for the borgmatic end-to-end suite",
+    ),
+    (
+        "busybox-static",
+        "the only userland of the libc-less chroot that runs the static build",
+    ),
+    (
+        "xz-utils",
+        "the static build's .tar.xz (cargo xtask package)",
+    ),
 ];
 
 fn installed(package: &str) -> Option<bool> {

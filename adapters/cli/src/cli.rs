@@ -97,6 +97,12 @@ pub struct RunArgs {
     /// Print what would run and exit without running anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Add NAME=VALUE to every hook's environment (repeatable); the value is passed byte for byte
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    pub env: Vec<OsString>,
+    /// Exit N instead of the hook's own code when an '# on-error: abort' hook stops the dispatch (borgmatic's soft failure is 75)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=125))]
+    pub abort_code: Option<u8>,
     /// Arguments passed to every hook unchanged
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,

@@ -185,9 +185,7 @@ pub fn main(args: &DemoArgs) -> anyhow::Result<i32> {
         println!("  {line}");
     }
     println!();
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
+    let user = hookrun_core::privilege::user_by_uid(nix::unistd::geteuid().as_raw())
         .map_or_else(|| "root".to_owned(), |u| u.name);
     let job_file = demo
         .mk_job_dir

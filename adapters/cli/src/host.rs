@@ -635,9 +635,10 @@ pub fn mode_owner(meta: &std::fs::Metadata) -> String {
 }
 
 pub fn user_label(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(u)) if u.uid.as_raw() == 0 => "root".into(),
-        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+    // /etc/passwd read directly: the static build has no NSS.
+    match hookrun_core::privilege::user_by_uid(uid) {
+        Some(u) if u.uid == 0 => "root".into(),
+        Some(u) => format!("{} (uid {uid})", u.name),
         _ if uid == 0 => "root".into(),
         _ => format!("uid {uid}"),
     }

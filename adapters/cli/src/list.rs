@@ -170,7 +170,24 @@ fn describe_run(h: &Header, settings: &Settings, default_on_error: OnError) -> S
     if h.objects.is_some() {
         parts.push(format!("objects {}", objects_of_header(h)));
     }
+    parts.extend(privilege_of(h));
     parts.join(", ")
+}
+
+/// `nice 19`, `io-class idle`, `user nobody (uid 65534, gid 65534)`: the keys of
+/// `hookrun_core::privilege`, as they will be applied.
+fn privilege_of(h: &Header) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(n) = h.nice {
+        parts.push(format!("nice {n}"));
+    }
+    if let Some(c) = h.io_class {
+        parts.push(format!("io-class {c}"));
+    }
+    if let Some(u) = &h.user {
+        parts.push(format!("user {} (uid {}, gid {})", u.name, u.uid, u.gid));
+    }
+    parts
 }
 
 fn phases_of(e: &Entry) -> String {
@@ -249,6 +266,9 @@ fn inventory(settings: &Settings, dir: &Path, entries: &[Entry], platform: &str)
                     }
                     if h.objects.is_some() {
                         let _ = write!(d, ", objects {}", objects_of_header(h));
+                    }
+                    for p in privilege_of(h) {
+                        let _ = write!(d, ", {p}");
                     }
                     ("hook", d)
                 }

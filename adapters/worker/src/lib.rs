@@ -16,17 +16,15 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hookrun_core::discover::ImplicitHooks;
-use hookrun_core::process::{Ending, Exit, Output, SyncCommand};
-use hookrun_core::record::{OutcomeKind, RecordLog, RunRecord};
-use hookrun_core::signals::SignalWatch;
-use hookrun_core::{Config, OnError, Request, Settings};
+use hookrun_core::wrap::{HookSetup, Wrap};
+use hookrun_core::{Config, OnError, Request};
 
 pub const PLATFORM: &str = "worker";
 /// The container convention: hooks are mounted at /hooks.
 pub const CONTAINER_HOOKS_DIR: &str = "/hooks";
 pub const DEFAULT_HOOKS_DIR: &str = "/etc/hookrun/worker.d";
 /// Exit code when a pre-hook cancels the command (sysexits EX_TEMPFAIL: try later).
-pub const EXIT_CANCELLED: i32 = 75;
+pub const EXIT_CANCELLED: i32 = hookrun_core::wrap::EXIT_CANCELLED;
 
 /// `pre-backup.sh` without a header is a sync hook of phase `pre-backup`.
 pub const IMPLICIT: ImplicitHooks = ImplicitHooks {
@@ -118,14 +116,7 @@ pub fn request(
     }
 }
 
-/// Settings, hooks directory and whether that directory was asked for explicitly.
-struct Setup {
-    settings: Settings,
-    dir: PathBuf,
-    explicit: bool,
-}
-
-fn setup(invoked: Option<&Path>) -> Option<Setup> {
+fn setup(invoked: Option<&Path>) -> Option<HookSetup> {
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -147,31 +138,11 @@ fn setup(invoked: Option<&Path>) -> Option<Setup> {
         DEFAULT_HOOKS_DIR
     };
     let dir = hookrun_core::resolve_hooks_dir(&settings, invoked, Path::new(default));
-    Some(Setup {
+    Some(HookSetup {
         settings,
         dir,
         explicit,
     })
-}
-
-/// Runs one phase. A worker without a hooks directory simply has no hooks; one that was
-/// named explicitly and is missing is worth a warning. Never fails the worker.
-fn dispatch(setup: &Setup, req: &Request) -> Option<hookrun_core::Report> {
-    if !setup.dir.exists() && !setup.explicit {
-        tracing::debug!(
-            "no hooks directory ({}); no hooks for {}",
-            setup.dir.display(),
-            req.phase
-        );
-        return None;
-    }
-    match hookrun_core::dispatch(&setup.settings, &setup.dir, req) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!("{e}; no {} hooks were run", req.phase);
-            None
-        }
-    }
 }
 
 fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option<&Path>) -> i32 {
@@ -180,205 +151,33 @@ fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option
         return 2;
     }
     let setup = setup(invoked);
-    let mut signals = match SignalWatch::install() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot set up signal handling: {e}");
-            return 70;
-        }
-    };
-    let lock_dir = setup.as_ref().map_or_else(
-        || Settings::default().lock_dir,
-        |s| s.settings.lock_dir.clone(),
-    );
-    let lock_name = format!("worker-{worker}");
-    // Before the lock: if this process is killed, its guard stops the command and the
-    // hooks before the lock can be taken by the next run.
-    hookrun_core::contain::guard();
-    let log_dir = setup.as_ref().map_or_else(
-        || Settings::default().log_dir,
-        |s| s.settings.log_dir.clone(),
-    );
-    let lock_timeout = setup.as_ref().and_then(|s| s.settings.lock_timeout);
-    let _lock = if no_wait {
-        match hookrun_core::lock::try_acquire(&lock_dir, &lock_name) {
-            Ok(Some(g)) => Some(g),
-            Ok(None) => {
-                let holder = hookrun_core::lock::holder(&lock_dir, &lock_name);
-                let why = format!(
-                    "skipped: previous run still active (lock {lock_name} is held{})",
-                    holder.map(|h| format!(" by {h}")).unwrap_or_default()
-                );
-                tracing::warn!("{why}; {worker} was not run");
-                record_worker(&log_dir, worker, OutcomeKind::Skipped, None, &why);
-                return 0;
-            }
-            Err(why) => {
-                tracing::error!("{why}; running without the lock");
-                None
-            }
-        }
-    } else {
-        match hookrun_core::lock::acquire(&lock_dir, &lock_name, &mut signals, lock_timeout) {
-            hookrun_core::lock::LockWait::Acquired(g) => Some(g),
-            hookrun_core::lock::LockWait::Interrupted(sig) => {
-                tracing::warn!(
-                    "signal {sig} while waiting for lock {lock_name}; {worker} was not run"
-                );
-                return 128 + sig;
-            }
-            hookrun_core::lock::LockWait::TimedOut { waited, holder } => {
-                let why = hookrun_core::dispatch::lock_timeout_message(
-                    &lock_name,
-                    waited,
-                    holder.as_deref(),
-                );
-                tracing::error!("{worker}: {why} (exit {EXIT_CANCELLED})");
-                record_worker(
-                    &log_dir,
-                    worker,
-                    OutcomeKind::LockTimeout,
-                    Some(EXIT_CANCELLED),
-                    &why,
-                );
-                return EXIT_CANCELLED;
-            }
-            hookrun_core::lock::LockWait::Failed(why) => {
-                tracing::error!("{why}; running without the lock");
-                None
-            }
-        }
-    };
-
-    let pre_phase = format!("pre-{worker}");
     let post_phase = format!("post-{worker}");
-    let mut cancelled = false;
-    if let Some(setup) = &setup
-        && let Some(report) = dispatch(
-            setup,
-            &request(&pre_phase, Some(worker), Vec::new(), Vec::new()),
-        )
-    {
-        if let Some(sig) = report.stopped_by {
-            tracing::warn!("signal {sig} during the {pre_phase} hooks; {worker} was not run");
-            return 128 + sig;
-        }
-        if let Some(h) = report
-            .hooks
-            .iter()
-            .find(|h| h.failed() && h.on_error == OnError::Abort)
-        {
-            tracing::error!(
-                "{}: failed with on-error abort, so {worker} is cancelled (exit {EXIT_CANCELLED})",
-                h.name
-            );
-            cancelled = true;
-        }
-    }
-
-    let (code, signalled) = if cancelled {
-        (EXIT_CANCELLED, None)
-    } else {
-        run_command(
-            command,
-            &mut signals,
-            setup
-                .as_ref()
-                .map_or(Duration::from_secs(5), |s| s.settings.kill_grace),
-        )
-    };
-
-    let mut post_stopped_by = None;
-    if let Some(setup) = &setup {
-        let env = vec![(
-            OsString::from("HOOKRUN_EXIT_CODE"),
-            OsString::from(code.to_string()),
-        )];
-        let req = request(
-            &post_phase,
+    let wrap = Wrap {
+        platform: PLATFORM,
+        name: worker,
+        lock: format!("worker-{worker}"),
+        no_wait,
+        pre: request(
+            &format!("pre-{worker}"),
             Some(worker),
-            vec![OsString::from(code.to_string())],
-            env,
-        );
-        // Hooks never change the code, but the adapter being told to stop does.
-        post_stopped_by = dispatch(setup, &req).and_then(|r| r.stopped_by);
-    }
-    match signalled.or(post_stopped_by) {
-        Some(sig) => 128 + sig,
-        None => code,
-    }
-}
-
-/// Runs the worker's command in its own process group with the terminal's stdio;
-/// returns its exit code (128+N when killed by signal N) and the signal the adapter
-/// itself received, if any.
-fn run_command(
-    command: &[OsString],
-    signals: &mut SignalWatch,
-    kill_grace: Duration,
-) -> (i32, Option<i32>) {
-    let Some((program, args)) = command.split_first() else {
-        return (2, None);
+            Vec::new(),
+            Vec::new(),
+        ),
+        post: Box::new(|code: i32| {
+            let env = vec![(
+                OsString::from("HOOKRUN_EXIT_CODE"),
+                OsString::from(code.to_string()),
+            )];
+            request(
+                &post_phase,
+                Some(worker),
+                vec![OsString::from(code.to_string())],
+                env,
+            )
+        }),
+        command,
     };
-    let program = PathBuf::from(program);
-    let cmd = SyncCommand {
-        program: &program,
-        args,
-        env: &[],
-        stdin: None,
-        timeout: None,
-        kill_grace,
-        output: Output::Inherit,
-    };
-    let result =
-        hookrun_core::contain::with_inherited(|| hookrun_core::process::run_sync(&cmd, signals));
-    let code_of = |exit: Exit| match exit {
-        Exit::Code(c) => c,
-        Exit::Signal(s) => 128 + s,
-        Exit::Abandoned => 128 + 9,
-    };
-    match result.ending {
-        Ending::Exited(exit) | Ending::TimedOut(exit) => (code_of(exit), None),
-        Ending::Interrupted { signal, exit } => (code_of(exit), Some(signal)),
-        Ending::CallerGone(exit) => (code_of(exit), Some(13)), // SIGPIPE
-        Ending::SpawnFailed(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            tracing::error!("cannot run {}: {e}", program.display());
-            (code, None)
-        }
-    }
-}
-
-/// A record of the worker's own run when it did not happen (skipped, lock timeout), so
-/// `hookrun log` and monitoring see it.
-fn record_worker(
-    log_dir: &Path,
-    worker: &str,
-    outcome: OutcomeKind,
-    exit_code: Option<i32>,
-    why: &str,
-) {
-    let now = std::time::SystemTime::now();
-    let mut records = RecordLog::new(log_dir);
-    records.append(&RunRecord {
-        time: hookrun_core::time::rfc3339(now),
-        run_id: hookrun_core::dispatch::new_run_id(),
-        platform: PLATFORM.to_owned(),
-        phase: "run".to_owned(),
-        object: Some(worker.to_owned()),
-        hook: worker.to_owned(),
-        mode: "sync".to_owned(),
-        outcome,
-        exit_code,
-        signal: None,
-        duration_ms: 0,
-        job: format!("{PLATFORM}-{worker}"),
-        message: Some(why.to_owned()),
-    });
+    hookrun_core::wrap::run(&wrap, setup.as_ref())
 }
 
 fn run_hook(phase: &str, args: Vec<OsString>, invoked: Option<&Path>) -> i32 {
@@ -386,7 +185,7 @@ fn run_hook(phase: &str, args: Vec<OsString>, invoked: Option<&Path>) -> i32 {
         return 0;
     };
     let req = request(phase, worker_of(phase), args, Vec::new());
-    dispatch(&setup, &req).map_or(0, |report| report.exit_code)
+    setup.dispatch(&req).map_or(0, |report| report.exit_code)
 }
 
 /// The whole program; returns the exit code.

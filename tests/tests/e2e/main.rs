@@ -19,16 +19,20 @@
 //! Every test builds its own tree with [`hookrun_tests::TestEnv`]; tests run in parallel.
 
 mod asyncmode;
+mod backrest;
+mod borgmatic;
 mod cli;
 mod containment;
 mod hardening;
 mod libvirt;
 mod libvirtd;
 mod mkjob;
+mod privilege;
 mod process;
 mod pve_guest;
 mod reliability;
 mod seed;
+mod static_build;
 mod task_log;
 mod vzdump;
 mod worker;
