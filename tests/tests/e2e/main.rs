@@ -22,6 +22,7 @@ mod asyncmode;
 mod cli;
 mod libvirt;
 mod libvirtd;
+mod monitoring;
 mod process;
 mod pve_guest;
 mod reliability;
