@@ -413,8 +413,7 @@ impl<'a> Dispatcher<'a> {
         done: &mut Outcomes,
     ) {
         let req = self.req;
-        self.log_result(&report);
-        self.records.append(&RunRecord {
+        let record = RunRecord {
             time: crate::time::rfc3339(report.started.unwrap_or(started)),
             run_id: self.run_id.clone(),
             platform: req.platform.clone(),
@@ -427,7 +426,11 @@ impl<'a> Dispatcher<'a> {
             signal: report.signal,
             duration_ms: report.duration.as_millis() as u64,
             job,
-        });
+        };
+        let _journal = crate::logging::HookFields::enter(&record);
+        self.log_result(&report);
+        self.records.append(&record);
+        crate::metrics::record_run(self.settings.metrics_textfile.as_deref(), &record);
         if report.failed() {
             self.any_failed = true;
             if report.on_error != OnError::Warn && done.first_failure.is_none() {
@@ -501,6 +504,7 @@ impl<'a> Dispatcher<'a> {
             lock_dir: path_bytes(&self.settings.lock_dir),
             log_dir: path_bytes(&self.settings.log_dir),
             mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
+            metrics_textfile: self.settings.metrics_textfile.as_deref().map(path_bytes),
             has_stdin: self.input().is_some(),
             record: RunRecord {
                 time: crate::time::rfc3339(started),
