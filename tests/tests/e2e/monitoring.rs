@@ -363,3 +363,521 @@ q HOOKRUN_OUTCOME=ok >"$OUT/ok.json"
     assert_eq!(field(&ok[0], "HOOKRUN_HOOK"), "20-ok");
     assert_eq!(field(&ok[0], "PRIORITY"), "6");
 }
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// A daemon started by a test, killed and reaped when the test ends, however it ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET /metrics` over HTTP/1.0 on loopback.
+fn scrape(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(body.to_owned())
+        }
+        _ => Err(std::io::Error::other(format!("bad answer: {text:.200}"))),
+    }
+}
+
+/// node_exporter with only the textfile collector, on a free loopback port.
+fn node_exporter(dir: &Path, log: &Path) -> (Daemon, u16) {
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut d = Daemon(
+            Command::new(NODE_EXPORTER)
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--collector.disable-defaults")
+                .arg("--collector.textfile")
+                .arg(format!("--collector.textfile.directory={}", dir.display()))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .expect("start node_exporter"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if d.0.try_wait().unwrap().is_some() {
+                break; // the port was taken in between: try another
+            }
+            if scrape(port).is_ok() {
+                return (d, port);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    panic!(
+        "node_exporter did not serve /metrics: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// The samples of an exposition-format text: (name, labels, value).
+fn samples(text: &str) -> Vec<(String, Labels, f64)> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, rest) = match line.find('{') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => {
+                let (n, v) = line.split_once(' ').unwrap();
+                out.push((n.to_owned(), Labels::new(), v.trim().parse().unwrap()));
+                continue;
+            }
+        };
+        let mut labels = Labels::new();
+        let mut chars = rest.chars().peekable();
+        loop {
+            let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            let mut value = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next().unwrap() {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            labels.insert(key.trim_start_matches(',').to_owned(), value);
+            if chars.peek() == Some(&',') {
+                chars.next();
+            }
+            if chars.peek() == Some(&'}') {
+                chars.next();
+                break;
+            }
+        }
+        let value: String = chars.collect();
+        out.push((name.to_owned(), labels, value.trim().parse().unwrap()));
+    }
+    out
+}
+
+/// The value of `name` for the set (platform t, `phase`, `hook`, `object`).
+fn value(
+    all: &[(String, Labels, f64)],
+    name: &str,
+    phase: &str,
+    hook: &str,
+    object: &str,
+) -> Option<f64> {
+    let found: Vec<f64> = all
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && l.get("platform").map(String::as_str) == Some("t")
+                && l.get("phase").map(String::as_str) == Some(phase)
+                && l.get("hook").map(String::as_str) == Some(hook)
+                && l.get("object").map(String::as_str) == Some(object)
+        })
+        .map(|s| s.2)
+        .collect();
+    assert!(found.len() <= 1, "{name} {hook} {object}: {found:?}");
+    found.first().copied()
+}
+
+fn outcome_label(all: &[(String, Labels, f64)], hook: &str, object: &str) -> String {
+    let s: Vec<&Labels> = all
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "hookrun_hook_last_outcome" && l["hook"] == hook && l["object"] == object
+        })
+        .map(|s| &s.1)
+        .collect();
+    assert_eq!(s.len(), 1, "{hook} {object}: {s:?}");
+    s[0]["outcome"].clone()
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Sync, async, failing and timed-out hooks, and concurrent dispatches with async hooks
+/// of their own, all in one textfile that a real node_exporter serves without error and
+/// promtool accepts.
+#[test]
+fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
+    if let Some(why) = [NODE_EXPORTER, PROMTOOL]
+        .iter()
+        .find(|p| !Path::new(p).exists())
+    {
+        eprintln!(
+            "SKIP a_real_node_exporter_serves_the_textfile_after_every_kind_of_run: {why} is missing (cargo xtask test installs the Debian packages)"
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let textdir = env.path("textfile");
+    std::fs::create_dir(&textdir).unwrap();
+    let prom = textdir.join("hookrun.prom");
+    let mut config = std::fs::read_to_string(env.config_path()).unwrap();
+    config.push_str(&format!("metrics_textfile = \"{}\"\n", prom.display()));
+    std::fs::write(env.config_path(), config).unwrap();
+
+    env.hook("10-ok")
+        .sync()
+        .phases("backup-end")
+        .body("exit 0")
+        .write();
+    env.hook("20-fails")
+        .sync()
+        .phases("backup-end")
+        .header("on-error: warn")
+        .body("exit 3")
+        .write();
+    env.hook("30-times-out")
+        .sync()
+        .phases("backup-end")
+        .header("timeout: 1")
+        .header("on-error: warn")
+        .body("sleep 30")
+        .write();
+    env.hook("40-async-fails")
+        .phases("backup-end")
+        .body("sleep 0.2; exit 6")
+        .write();
+    for h in ["60-conc-a", "61-conc-b"] {
+        env.hook(h).sync().phases("conc").body("exit 0").write();
+    }
+    env.hook("70-conc-async")
+        .phases("conc")
+        .body("exit 0")
+        .write();
+
+    let t0 = now_secs();
+    dispatch(&env, "backup-end", "101").run().assert_success();
+    // Two rounds of eight dispatches at once, each with two sync and one async hook:
+    // every writer must see the others' series, or a counter stays at 1.
+    let objects: Vec<String> = (201..209).map(|n| n.to_string()).collect();
+    for _round in 0..2 {
+        let running: Vec<_> = objects
+            .iter()
+            .map(|o| dispatch(&env, "conc", o).spawn())
+            .collect();
+        for r in running {
+            r.wait().assert_success();
+        }
+    }
+    // The async hooks end on their own: wait for their series (after their records).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&prom).unwrap_or_default();
+        let all = samples(&text);
+        let done = value(
+            &all,
+            "hookrun_hook_runs_total",
+            "backup-end",
+            "40-async-fails",
+            "101",
+        ) == Some(1.0)
+            && objects.iter().all(|o| {
+                value(&all, "hookrun_hook_runs_total", "conc", "70-conc-async", o) == Some(2.0)
+            });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "async series never complete:\n{text}\nrecords: {}",
+            env.records().len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let t1 = now_secs();
+
+    let (_daemon, port) = node_exporter(&textdir, &env.path("node_exporter.log"));
+    let body = scrape(port).unwrap();
+    let all = samples(&body);
+    let v = |name: &str, phase: &str, hook: &str, object: &str| {
+        value(&all, name, phase, hook, object)
+            .unwrap_or_else(|| panic!("no {name} for {hook} {object} in\n{body}"))
+    };
+    let scrape_error: Vec<f64> = all
+        .iter()
+        .filter(|s| s.0 == "node_textfile_scrape_error")
+        .map(|s| s.2)
+        .collect();
+    assert_eq!(scrape_error, [0.0], "{body}");
+
+    // Sync ok.
+    assert_eq!(
+        v("hookrun_hook_runs_total", "backup-end", "10-ok", "101"),
+        1.0
+    );
+    assert_eq!(
+        v("hookrun_hook_failures_total", "backup-end", "10-ok", "101"),
+        0.0
+    );
+    assert_eq!(
+        v("hookrun_hook_last_success", "backup-end", "10-ok", "101"),
+        1.0
+    );
+    assert_eq!(
+        v("hookrun_hook_last_exit_code", "backup-end", "10-ok", "101"),
+        0.0
+    );
+    assert_eq!(outcome_label(&all, "10-ok", "101"), "ok");
+    let start = v(
+        "hookrun_hook_last_start_timestamp_seconds",
+        "backup-end",
+        "10-ok",
+        "101",
+    );
+    let end = v(
+        "hookrun_hook_last_end_timestamp_seconds",
+        "backup-end",
+        "10-ok",
+        "101",
+    );
+    let ok_at = v(
+        "hookrun_hook_last_success_timestamp_seconds",
+        "backup-end",
+        "10-ok",
+        "101",
+    );
+    assert!(
+        t0 - 1.0 <= start && start <= end && end <= t1 + 1.0,
+        "{t0} {start} {end} {t1}"
+    );
+    assert_eq!(ok_at, end);
+    // Sync failure.
+    assert_eq!(
+        v(
+            "hookrun_hook_failures_total",
+            "backup-end",
+            "20-fails",
+            "101"
+        ),
+        1.0
+    );
+    assert_eq!(
+        v("hookrun_hook_last_success", "backup-end", "20-fails", "101"),
+        0.0
+    );
+    assert_eq!(
+        v(
+            "hookrun_hook_last_exit_code",
+            "backup-end",
+            "20-fails",
+            "101"
+        ),
+        3.0
+    );
+    assert_eq!(outcome_label(&all, "20-fails", "101"), "failed");
+    assert_eq!(
+        value(
+            &all,
+            "hookrun_hook_last_success_timestamp_seconds",
+            "backup-end",
+            "20-fails",
+            "101"
+        ),
+        None,
+        "never succeeded"
+    );
+    // Timeout: SIGTERM after 1 s.
+    assert_eq!(outcome_label(&all, "30-times-out", "101"), "timeout");
+    assert_eq!(
+        v(
+            "hookrun_hook_last_exit_code",
+            "backup-end",
+            "30-times-out",
+            "101"
+        ),
+        143.0
+    );
+    let d = v(
+        "hookrun_hook_last_duration_seconds",
+        "backup-end",
+        "30-times-out",
+        "101",
+    );
+    assert!((1.0..10.0).contains(&d), "{d}");
+    assert_eq!(
+        v(
+            "hookrun_hook_failures_total",
+            "backup-end",
+            "30-times-out",
+            "101"
+        ),
+        1.0
+    );
+    // Async failure, written by its supervisor.
+    assert_eq!(outcome_label(&all, "40-async-fails", "101"), "failed");
+    assert_eq!(
+        v(
+            "hookrun_hook_last_exit_code",
+            "backup-end",
+            "40-async-fails",
+            "101"
+        ),
+        6.0
+    );
+    assert!(
+        v(
+            "hookrun_hook_last_duration_seconds",
+            "backup-end",
+            "40-async-fails",
+            "101"
+        ) >= 0.2
+    );
+    // Concurrent dispatches lost nothing.
+    for o in &objects {
+        for h in ["60-conc-a", "61-conc-b", "70-conc-async"] {
+            assert_eq!(v("hookrun_hook_runs_total", "conc", h, o), 2.0, "{h} {o}");
+            assert_eq!(v("hookrun_hook_last_success", "conc", h, o), 1.0, "{h} {o}");
+        }
+    }
+    let hookrun_sets = all
+        .iter()
+        .filter(|s| s.0 == "hookrun_hook_runs_total")
+        .count();
+    assert_eq!(hookrun_sets, 4 + objects.len() * 3, "{body}");
+    // Nothing but the file (and its lock) is left in the collector's directory.
+    let mut names: Vec<String> = std::fs::read_dir(&textdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".hookrun.prom.lock", "hookrun.prom"]);
+
+    // promtool's linter accepts the file as it is.
+    let out = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&prom).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {out:?}"
+    );
+}
+
+/// The README's alert rules, verbatim: the ```yaml block that starts with their file name.
+fn readme_alert_rules() -> String {
+    let readme =
+        std::fs::read_to_string(hookrun_tests::workspace_root().join("README.md")).unwrap();
+    let start = readme
+        .find("```yaml\n# /etc/prometheus/rules/hookrun.yml\n")
+        .expect("the README has the alert rules block")
+        + "```yaml\n".len();
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_owned()
+}
+
+/// The README's example alert rules are valid and fire when they should, and only then
+/// (`promtool test rules` on series like hookrun's).
+#[test]
+fn the_readmes_alert_rules_pass_promtool() {
+    if !Path::new(PROMTOOL).exists() {
+        eprintln!(
+            "SKIP the_readmes_alert_rules_pass_promtool: {PROMTOOL} is missing (Debian package prometheus)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("hookrun.yml");
+    std::fs::write(&rules, readme_alert_rules()).unwrap();
+    let out = Command::new(PROMTOOL)
+        .arg("check")
+        .arg("rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "promtool check rules: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 2 rules found"),
+        "{out:?}"
+    );
+
+    let labels = |hook: &str| {
+        format!("platform=\"vzdump\",phase=\"backup-end\",hook=\"{hook}\",object=\"101\"")
+    };
+    let tests = format!(
+        r#"rule_files:
+  - hookrun.yml
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'hookrun_hook_last_outcome{{{copy},outcome="failed"}}'
+        values: '1x1700'
+      - series: 'hookrun_hook_last_outcome{{{ok},outcome="ok"}}'
+        values: '1x1700'
+      - series: 'hookrun_hook_last_outcome{{{skipped},outcome="skipped"}}'
+        values: '1x1700'
+      - series: 'hookrun_hook_last_success_timestamp_seconds{{{ok}}}'
+        values: '0x1700'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: HookrunHookFailed
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              platform: vzdump
+              phase: backup-end
+              hook: 20-copy
+              object: "101"
+              outcome: failed
+            exp_annotations:
+              summary: "hookrun hook 20-copy (vzdump backup-end 101) ended failed"
+      - eval_time: 25h
+        alertname: HookrunHookNoSuccessFor26h
+        exp_alerts: []
+      - eval_time: 27h
+        alertname: HookrunHookNoSuccessFor26h
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              platform: vzdump
+              phase: backup-end
+              hook: 10-ok
+              object: "101"
+            exp_annotations:
+              summary: "hookrun hook 10-ok (vzdump backup-end 101) has not succeeded for 1d 3h 0m 0s"
+"#,
+        copy = labels("20-copy"),
+        ok = labels("10-ok"),
+        skipped = labels("30-skipped"),
+    );
+    let test_file = dir.path().join("hookrun_test.yml");
+    std::fs::write(&test_file, tests).unwrap();
+    let out = Command::new(PROMTOOL)
+        .arg("test")
+        .arg("rules")
+        .arg(&test_file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "promtool test rules: {out:?}");
+}
