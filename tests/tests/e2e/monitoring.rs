@@ -132,6 +132,22 @@ fn log_reads_a_big_record_file_from_the_end_with_bounded_memory() {
     );
     assert!(kib < 32 * 1024, "hookrun log used {kib} KiB of memory");
 
+    // The summary streams all of it.
+    let Some((kib, stdout)) = peak_rss_kib(&env, &["log", "--summary", "--json"]) else {
+        return;
+    };
+    assert!(
+        kib < 32 * 1024,
+        "hookrun log --summary used {kib} KiB of memory"
+    );
+    let sets: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let runs: u64 = sets.iter().map(|v| v["runs"].as_u64().unwrap()).sum();
+    assert_eq!(runs, i as u64 + 1);
+    assert_eq!(sets.len(), 7 + 1, "seven objects of 20-copy and 30-last");
+
     // --failed still finds the one failure, reading backwards until it has it.
     let out = hookrun(&env).args(["log", "--failed", "--json"]).run();
     out.assert_success();
@@ -880,4 +896,161 @@ tests:
         .output()
         .unwrap();
     assert!(out.status.success(), "promtool test rules: {out:?}");
+}
+
+/// RFC 3339 (UTC, milliseconds) of a Unix time, as hookrun writes record times.
+fn rfc3339(secs: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn summary_record(at: i64, hook: &str, object: &str, outcome: &str, duration_ms: u64) -> String {
+    format!(
+        "{{\"time\":\"{}\",\"run_id\":\"r{at}\",\"platform\":\"vzdump\",\"phase\":\"backup-end\",\"object\":\"{object}\",\"hook\":{},\"mode\":\"sync\",\"outcome\":\"{outcome}\",\"exit_code\":{},\"signal\":null,\"duration_ms\":{duration_ms},\"job\":\"vzdump-{object}\"}}\n",
+        rfc3339(at),
+        serde_json::Value::from(hook),
+        if outcome == "ok" { 0 } else { 2 },
+    )
+}
+
+#[test]
+fn log_summary_streams_rotated_files_and_marks_failures() {
+    let env = TestEnv::new();
+    let log = env.log_dir();
+    std::fs::create_dir_all(&log).unwrap();
+    let now = now_secs() as i64;
+    let day = 86_400;
+    // Ten days ago (compressed by logrotate), three days ago (rotated), today.
+    let old: String = (0..3)
+        .map(|i| summary_record(now - 10 * day + i, "20-copy", "101", "ok", 9000))
+        .collect();
+    write_file(&log.join("runs.jsonl.2"), old, 0o640);
+    let status = Command::new("gzip")
+        .arg("-n")
+        .arg(log.join("runs.jsonl.2"))
+        .status()
+        .expect("run gzip");
+    assert!(status.success());
+    let mid = summary_record(now - 3 * day, "20-copy", "101", "failed", 500)
+        + &summary_record(now - 3 * day + 10, "20-copy", "102", "ok", 1000);
+    write_file(&log.join("runs.jsonl.1"), mid, 0o640);
+    let new = summary_record(now - 3600, "20-copy", "101", "ok", 2000)
+        + &summary_record(now - 60, "20-copy", "101", "ok", 4000)
+        + &summary_record(now - 30, "10-announce\x1b[31m\nforged", "101", "ok", 10);
+    write_file(&log.join("runs.jsonl"), new, 0o640);
+
+    let json = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = hookrun(&env)
+            .args(["log", "--summary", "--json"])
+            .args(extra)
+            .run();
+        out.assert_success();
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = json(&[]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let copy101 = all
+        .iter()
+        .find(|v| v["hook"] == "20-copy" && v["object"] == "101")
+        .unwrap();
+    assert_eq!(copy101["runs"], 6);
+    assert_eq!(copy101["failures"], 1);
+    assert_eq!(copy101["max_ms"], 9000);
+    // 500 2000 4000 9000 9000 9000: the median is between the 3rd and 4th.
+    assert_eq!(copy101["median_ms"], 6500);
+    assert_eq!(copy101["last_success"], rfc3339(now - 60));
+    assert_eq!(copy101["last_failure"], rfc3339(now - 3 * day));
+    let recent: Vec<(u64, bool)> = copy101["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["duration_ms"].as_u64().unwrap(),
+                r["failed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recent,
+        [
+            (9000, false),
+            (9000, false),
+            (9000, false),
+            (500, true),
+            (2000, false),
+            (4000, false)
+        ]
+    );
+    // --since leaves the old runs out (and with them the compressed file's).
+    let week = json(&["--since", "7d"]);
+    let copy101 = week
+        .iter()
+        .find(|v| v["hook"] == "20-copy" && v["object"] == "101")
+        .unwrap();
+    assert_eq!(copy101["runs"], 3);
+    assert_eq!(copy101["max_ms"], 4000);
+    assert_eq!(json(&["--since", "2h"]).len(), 2);
+
+    // The table: a header and one line per hook and object, plain in a pipe, escaped.
+    let out = hookrun(&env).args(["log", "--summary"]).run();
+    out.assert_success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert!(lines[0].starts_with("platform  hook"), "{}", out.stdout);
+    assert!(!out.stdout.contains('\x1b'), "{:?}", out.stdout);
+    assert!(
+        out.stdout.contains("10-announce\\u{1b}[31m\\nforged"),
+        "{}",
+        out.stdout
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.contains("20-copy") && l.contains(" 101 "))
+        .unwrap();
+    assert!(row.ends_with("███x▁▃"), "{row:?}");
+    assert!(row.contains("6.5s") && row.contains("9.0s"), "{row:?}");
+
+    // On a terminal, failures are red; NO_COLOR turns that off.
+    let tty = |no_color: bool| {
+        let (k, v) = env.config_var();
+        let mut cmd = Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{} log --summary", bin("hookrun").display()),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env(k, v)
+        .env("PATH", "/usr/bin:/bin");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().expect("run script(1)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let coloured = tty(false);
+    assert!(coloured.contains("\x1b[31mx\x1b[0m"), "{coloured:?}");
+    let plain = tty(true);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("███x▁▃"), "{plain:?}");
 }
