@@ -233,6 +233,9 @@ fn update(path: &Path, record: &RunRecord, now: SystemTime) -> Result<(), Metric
 
     let text = render(&all);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Under the lock, a file of this name can only be left over from a writer that
+    // died between creating and renaming it (with the same pid, after a reboot).
+    let _ = std::fs::remove_file(&tmp);
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)

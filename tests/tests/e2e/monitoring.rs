@@ -296,6 +296,14 @@ q HOOKRUN_OUTCOME=ok >"$OUT/ok.json"
         !stderr.contains("did not take"),
         "the journal refused an entry: {stderr}"
     );
+    // The platform's log (stderr) reads as it does without a journal.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "hookrun: error: 10-fails: failed with exit code 3 (on-error fail)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HOOKRUN_"), "{stderr}");
 
     let failed = entries(&read("failed.json"));
     let records = env.records();
@@ -592,6 +600,15 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
 
     let t0 = now_secs();
     dispatch(&env, "backup-end", "101").run().assert_success();
+    // Label values are escaped as the exposition format wants: node_exporter must
+    // parse this object back exactly.
+    let odd = "we\"ird\\obj\nx";
+    env.hook("15-odd")
+        .sync()
+        .phases("odd")
+        .body("exit 0")
+        .write();
+    dispatch(&env, "odd", odd).run().assert_success();
     // Two rounds of eight dispatches at once, each with two sync and one async hook:
     // every writer must see the others' series, or a counter stays at 1.
     let objects: Vec<String> = (201..209).map(|n| n.to_string()).collect();
@@ -774,11 +791,16 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
             assert_eq!(v("hookrun_hook_last_success", "conc", h, o), 1.0, "{h} {o}");
         }
     }
+    assert_eq!(
+        v("hookrun_hook_runs_total", "odd", "15-odd", odd),
+        1.0,
+        "{body}"
+    );
     let hookrun_sets = all
         .iter()
         .filter(|s| s.0 == "hookrun_hook_runs_total")
         .count();
-    assert_eq!(hookrun_sets, 4 + objects.len() * 3, "{body}");
+    assert_eq!(hookrun_sets, 4 + 1 + objects.len() * 3, "{body}");
     // Nothing but the file (and its lock) is left in the collector's directory.
     let mut names: Vec<String> = std::fs::read_dir(&textdir)
         .unwrap()
@@ -1053,4 +1075,53 @@ fn log_summary_streams_rotated_files_and_marks_failures() {
     let plain = tty(true);
     assert!(!plain.contains('\x1b'), "{plain:?}");
     assert!(plain.contains("███x▁▃"), "{plain:?}");
+}
+
+/// A textfile that cannot be written (its directory is missing) changes nothing for the
+/// hooks or the exit code, and is said once per dispatch, not once per hook.
+#[test]
+fn an_unwritable_metrics_textfile_is_one_warning_and_fails_nothing() {
+    let env = TestEnv::new();
+    let mut config = std::fs::read_to_string(env.config_path()).unwrap();
+    let missing = env.path("no-such-dir/hookrun.prom");
+    config.push_str(&format!("metrics_textfile = \"{}\"\n", missing.display()));
+    std::fs::write(env.config_path(), config).unwrap();
+    env.hook("10-a")
+        .sync()
+        .phases("backup-end")
+        .body("exit 0")
+        .write();
+    env.hook("20-b")
+        .sync()
+        .phases("backup-end")
+        .body("exit 0")
+        .write();
+    env.hook("30-c")
+        .sync()
+        .phases("backup-end")
+        .header("on-error: warn")
+        .body("exit 4")
+        .write();
+    let out = dispatch(&env, "backup-end", "101").run();
+    out.assert_success();
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("metrics"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].starts_with("hookrun: warning: metrics: cannot open the lock file")
+            && warnings[0].contains("no-such-dir")
+            && warnings[0].contains("hooks still run"),
+        "{}",
+        warnings[0]
+    );
+    let outcomes: Vec<String> = env
+        .records()
+        .iter()
+        .map(|r| r.outcome().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok", "failed"]);
+    assert!(!missing.parent().unwrap().exists());
 }
