@@ -39,6 +39,9 @@ pub const MAX_LABEL: usize = 256;
 const MAX_FILE: u64 = 16 << 20;
 
 static REPORTED: AtomicBool = AtomicBool::new(false);
+/// Set after a lock wait ran out: the rest of this dispatch does not wait again (a
+/// stuck writer or a hung file system must not add [`LOCK_WAIT`] to every hook).
+static GAVE_UP: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -50,7 +53,7 @@ pub enum MetricsError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is still locked by another hookrun after {}s; this run's series were not written",
+        "{path} is still locked by another hookrun after {}s; this run's series were not written, and the rest of this dispatch does not wait for it again",
         LOCK_WAIT.as_secs()
     )]
     LockTimeout { path: PathBuf },
@@ -68,10 +71,14 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// failure is a warning, once per process; the hook's result is untouched.
 pub fn record_run(path: Option<&Path>, record: &RunRecord) {
     let Some(path) = path else { return };
-    if record.outcome == OutcomeKind::Running {
+    if record.outcome == OutcomeKind::Running || GAVE_UP.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(e) = update(path, record, SystemTime::now())
+    let result = update(path, record, SystemTime::now());
+    if let Err(MetricsError::LockTimeout { .. }) = &result {
+        GAVE_UP.store(true, Ordering::Relaxed);
+    }
+    if let Err(e) = result
         && !REPORTED.swap(true, Ordering::Relaxed)
     {
         tracing::warn!(
@@ -192,7 +199,12 @@ fn update(path: &Path, record: &RunRecord, now: SystemTime) -> Result<(), Metric
         .map_err(io("open the lock file", &lock_path))?;
     lock_bounded(&lock, &lock_path)?;
 
-    let mut all = match File::open(path) {
+    // Not through a symlink: the file is rewritten world-readable.
+    let existing = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path);
+    let mut all = match existing {
         Ok(f) => {
             let mut text = String::new();
             f.take(MAX_FILE)
@@ -559,11 +571,43 @@ mod tests {
     }
 
     #[test]
+    fn a_held_lock_is_waited_for_a_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.prom");
+        let lock = File::create(dir.path().join(".m.prom.lock")).unwrap();
+        // SAFETY: flock on a descriptor held for the test.
+        assert_eq!(
+            unsafe { nix::libc::flock(lock.as_raw_fd(), nix::libc::LOCK_EX) },
+            0
+        );
+        // A second open file description of the same lock file contends for it.
+        let started = Instant::now();
+        let e = update(&path, &rec("a", None, OutcomeKind::Ok), at(1)).unwrap_err();
+        let waited = started.elapsed();
+        assert!(matches!(e, MetricsError::LockTimeout { .. }), "{e}");
+        assert!(
+            waited >= LOCK_WAIT && waited < LOCK_WAIT + Duration::from_secs(2),
+            "{waited:?}"
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn a_failing_update_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no/such/dir/m.prom");
         let e = update(&missing, &rec("a", None, OutcomeKind::Ok), at(1)).unwrap_err();
         assert!(e.to_string().contains("no/such/dir"), "{e}");
         record_run(Some(&missing), &rec("a", None, OutcomeKind::Ok));
+
+        // A symlink in the textfile's place is not followed, neither read nor written.
+        let target = dir.path().join("secret");
+        std::fs::write(&target, "not metrics\n").unwrap();
+        let link = dir.path().join("m.prom");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = update(&link, &rec("a", None, OutcomeKind::Ok), at(1)).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not metrics\n");
+        assert!(link.is_symlink());
     }
 }
