@@ -149,15 +149,26 @@ impl Journal {
             && !JOURNAL_FAILED.swap(true, Ordering::Relaxed)
         {
             // Not through tracing: that would come back here.
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "{}: warning: the journal at {} did not take a message ({e}); messages still go to stderr, but not all of them to the journal",
-                    self.identifier,
-                    self.path.display()
-                );
-            }
+            write_stderr(&format!(
+                "{}: warning: the journal at {} did not take a message ({e}); messages still go to stderr, but not all of them to the journal\n",
+                self.identifier,
+                self.path.display()
+            ));
         }
+    }
+}
+
+/// Straight to descriptor 2: usable where std's stderr handle and tracing are not
+/// (inside the journal layer, from exit(3)).
+fn write_stderr(line: &str) {
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: write(2) from a live buffer to the process's stderr descriptor.
+        let n = unsafe { nix::libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
     }
 }
 
@@ -361,6 +372,33 @@ fn journal(identifier: &'static str) -> Option<Journal> {
     })
 }
 
+/// What [`init_with`] was given, for [`warn_at_exit`].
+static SETUP: std::sync::OnceLock<(&'static str, bool)> = std::sync::OnceLock::new();
+
+/// A warning written the way the logger writes it (stderr, and the journal when there
+/// is one), for code that runs from exit(3): glibc has destroyed the thread-locals
+/// tracing needs by then.
+pub fn warn_at_exit(message: &str) {
+    let Some(&(program, timestamps)) = SETUP.get() else {
+        return;
+    };
+    let mut line = String::with_capacity(message.len() + 48);
+    if timestamps {
+        line.push_str(&crate::time::rfc3339(std::time::SystemTime::now()));
+        line.push(' ');
+    }
+    line.push_str(program);
+    line.push_str(": warning: ");
+    line.push_str(message);
+    line.push('\n');
+    write_stderr(&line);
+    if JOURNAL_ACTIVE.load(Ordering::Relaxed)
+        && let Some(j) = journal(program)
+    {
+        j.send(4, message, &[]);
+    }
+}
+
 /// Installs the stderr logger. `HOOKRUN_LOG=debug|info|warn|error` changes the level
 /// (default info); `quiet` lowers it to warnings, for commands whose stdout is the point.
 pub fn init(program: &'static str, quiet: bool) {
@@ -386,6 +424,7 @@ pub fn init_with(program: &'static str, quiet: bool, timestamps: bool) {
             program,
             timestamps,
         });
+    let _ = SETUP.set((program, timestamps));
     let journal = journal(program);
     let active = journal.is_some();
     if tracing_subscriber::registry()

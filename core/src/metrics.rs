@@ -9,6 +9,9 @@
 //! a temporary file in the same directory and renames it over the old one, so the
 //! collector only ever reads a whole file and no writer loses another's series.
 //!
+//! Quick runs are batched ([`record_run`]): ten hooks of a second's phase cost one
+//! rewrite, so the sync path stays within the bench's budget.
+//!
 //! Cardinality is bounded: a series set not updated for [`MAX_AGE`] (a hook deleted, a
 //! guest destroyed) is dropped at the next rewrite, and beyond [`MAX_KEYS`] sets the
 //! least recently updated go first. Label values longer than [`MAX_LABEL`] bytes are
@@ -23,6 +26,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::record::{OutcomeKind, RunRecord};
@@ -67,23 +71,142 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Runs ending within this time of the oldest one not yet written are written
+/// together: a phase of many quick hooks rewrites the file once, not once per hook.
+pub const BATCH: Duration = Duration::from_secs(1);
+
+/// Runs not written yet: the file, the record and when it ended.
+struct Pending {
+    runs: Vec<(PathBuf, RunRecord, SystemTime)>,
+    /// When the oldest of `runs` was added.
+    oldest: Option<Instant>,
+    /// The flusher thread and the exit hook are set up (once per process).
+    started: bool,
+}
+
+static PENDING: Mutex<Pending> = Mutex::new(Pending {
+    runs: Vec::new(),
+    oldest: None,
+    started: false,
+});
+/// Wakes the flusher when runs are added.
+static ADDED: Condvar = Condvar::new();
+
 /// Reports `record` (a finished run) in the textfile at `path`, when there is one. A
-/// failure is a warning, once per process; the hook's result is untouched.
+/// run that took [`BATCH`] or more is written at once, with any before it; quicker ones
+/// are written together [`BATCH`] after the first of them by a background thread, and
+/// whatever is left when the process exits is written then — a phase of ten quick hooks
+/// rewrites the file once, not ten times (each rewrite costs a few hundred
+/// microseconds, most of it the rename). A failure is a warning, once per process; the
+/// hook's result is untouched.
 pub fn record_run(path: Option<&Path>, record: &RunRecord) {
     let Some(path) = path else { return };
     if record.outcome == OutcomeKind::Running || GAVE_UP.load(Ordering::Relaxed) {
         return;
     }
-    let result = update(path, record, SystemTime::now());
-    if let Err(MetricsError::LockTimeout { .. }) = &result {
-        GAVE_UP.store(true, Ordering::Relaxed);
+    let mut pending = PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    pending
+        .runs
+        .push((path.to_owned(), record.clone(), SystemTime::now()));
+    let oldest = *pending.oldest.get_or_insert_with(Instant::now);
+    if Duration::from_millis(record.duration_ms) >= BATCH || oldest.elapsed() >= BATCH {
+        flush(&mut pending, false);
+        return;
     }
-    if let Err(e) = result
-        && !REPORTED.swap(true, Ordering::Relaxed)
-    {
-        tracing::warn!(
-            "metrics: {e}; hooks still run, but the Prometheus textfile is not updated (check metrics_textfile in the config, and that its directory exists and root can write it)"
-        );
+    if !pending.started {
+        pending.started = true;
+        // SAFETY: registers a plain function; libc calls it from exit(3), which every
+        // hookrun binary ends with (std::process::exit).
+        unsafe {
+            nix::libc::atexit(flush_at_exit);
+        }
+        start_flusher();
+    }
+    ADDED.notify_one();
+}
+
+/// The thread that writes batched runs when they are [`BATCH`] old. It starts with
+/// every signal blocked: the dispatcher takes its signals through a signalfd, which
+/// only works while no thread can receive them.
+fn start_flusher() {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
+    // Without a thread to spare, the runs are written with the next slow one, or at exit.
+    let _ = std::thread::Builder::new()
+        .name("hookrun-metrics".into())
+        .spawn(flusher);
+    if blocked.is_ok() {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+}
+
+fn flusher() {
+    let mut pending = PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        pending = match pending.oldest {
+            None => ADDED
+                .wait(pending)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Some(oldest) => {
+                let left = BATCH.saturating_sub(oldest.elapsed());
+                if left.is_zero() {
+                    flush(&mut pending, false);
+                    pending
+                } else {
+                    ADDED
+                        .wait_timeout(pending, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            }
+        };
+    }
+}
+
+extern "C" fn flush_at_exit() {
+    // Nothing may unwind into libc.
+    let _ = std::panic::catch_unwind(|| {
+        let mut pending = PENDING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        flush(&mut pending, true);
+    });
+}
+
+/// Writes what is pending. `at_exit`: called from exit(3), after glibc has destroyed
+/// the thread-locals tracing needs, so a failure is reported without it.
+fn flush(pending: &mut Pending, at_exit: bool) {
+    pending.oldest = None;
+    let runs = std::mem::take(&mut pending.runs);
+    let mut by_file: BTreeMap<PathBuf, Vec<(RunRecord, SystemTime)>> = BTreeMap::new();
+    for (path, record, ended) in runs {
+        by_file.entry(path).or_default().push((record, ended));
+    }
+    for (path, runs) in by_file {
+        if GAVE_UP.load(Ordering::Relaxed) {
+            return;
+        }
+        let result = update(&path, &runs);
+        if let Err(MetricsError::LockTimeout { .. }) = &result {
+            GAVE_UP.store(true, Ordering::Relaxed);
+        }
+        if let Err(e) = result
+            && !REPORTED.swap(true, Ordering::Relaxed)
+        {
+            let message = format!(
+                "metrics: {e}; hooks still run, but the Prometheus textfile is not updated (check metrics_textfile in the config, and that its directory exists and root can write it)"
+            );
+            if at_exit {
+                crate::logging::warn_at_exit(&message);
+            } else {
+                tracing::warn!("{message}");
+            }
+        }
     }
 }
 
@@ -179,7 +302,8 @@ fn cut(s: &str) -> String {
     s[..end].to_owned()
 }
 
-fn update(path: &Path, record: &RunRecord, now: SystemTime) -> Result<(), MetricsError> {
+/// Merges `runs` (records and when they ended) into the file, under its lock.
+fn update(path: &Path, runs: &[(RunRecord, SystemTime)]) -> Result<(), MetricsError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -206,7 +330,8 @@ fn update(path: &Path, record: &RunRecord, now: SystemTime) -> Result<(), Metric
         .open(path);
     let mut all = match existing {
         Ok(f) => {
-            let mut text = String::new();
+            let size = f.metadata().map_or(0, |m| m.len()).min(MAX_FILE);
+            let mut text = String::with_capacity(size as usize + 1);
             f.take(MAX_FILE)
                 .read_to_string(&mut text)
                 .map_err(io("read", path))?;
@@ -215,33 +340,37 @@ fn update(path: &Path, record: &RunRecord, now: SystemTime) -> Result<(), Metric
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(io("read", path)(e)),
     };
-    let end = secs(now);
-    let key = Key {
-        platform: cut(&record.platform),
-        phase: cut(&record.phase),
-        hook: cut(&record.hook),
-        object: cut(record.object.as_deref().unwrap_or("")),
-    };
-    let s = all.entry(key).or_default();
-    let duration = record.duration_ms as f64 / 1000.0;
-    s.start = crate::time::parse_rfc3339(&record.time).unwrap_or(end - duration);
-    s.end = end;
-    s.duration = duration;
-    s.exit_code = match (record.exit_code, record.signal) {
-        (Some(c), _) => Some(i64::from(c)),
-        (None, Some(sig)) => Some(128 + i64::from(sig)),
-        (None, None) => None,
-    };
-    s.outcome = record.outcome.as_str().to_owned();
-    s.runs += 1;
-    let failed = !matches!(record.outcome, OutcomeKind::Ok | OutcomeKind::Skipped);
-    if failed {
-        s.failures += 1;
+    let mut latest = 0.0f64;
+    for (record, ended) in runs {
+        let end = secs(*ended);
+        latest = latest.max(end);
+        let key = Key {
+            platform: cut(&record.platform),
+            phase: cut(&record.phase),
+            hook: cut(&record.hook),
+            object: cut(record.object.as_deref().unwrap_or("")),
+        };
+        let s = all.entry(key).or_default();
+        let duration = record.duration_ms as f64 / 1000.0;
+        s.start = crate::time::parse_rfc3339(&record.time).unwrap_or(end - duration);
+        s.end = end;
+        s.duration = duration;
+        s.exit_code = match (record.exit_code, record.signal) {
+            (Some(c), _) => Some(i64::from(c)),
+            (None, Some(sig)) => Some(128 + i64::from(sig)),
+            (None, None) => None,
+        };
+        s.outcome = record.outcome.as_str().to_owned();
+        s.runs += 1;
+        let failed = !matches!(record.outcome, OutcomeKind::Ok | OutcomeKind::Skipped);
+        if failed {
+            s.failures += 1;
+        }
+        if record.outcome == OutcomeKind::Ok {
+            s.last_success = Some(end);
+        }
     }
-    if record.outcome == OutcomeKind::Ok {
-        s.last_success = Some(end);
-    }
-    age_out(&mut all, end);
+    age_out(&mut all, latest);
 
     let text = render(&all);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -492,14 +621,16 @@ mod tests {
         let path = dir.path().join("hookrun.prom");
         let odd = "a\"b\\c\nd{e}=,f";
         let t = 1_795_000_000;
-        update(&path, &rec("10-x", Some(odd), OutcomeKind::Ok), at(t)).unwrap();
+        update(&path, &[(rec("10-x", Some(odd), OutcomeKind::Ok), at(t))]).unwrap();
+        // Two runs in one rewrite, as a batch of quick hooks is written.
         update(
             &path,
-            &rec("10-x", Some(odd), OutcomeKind::Failed),
-            at(t + 10),
+            &[
+                (rec("10-x", Some(odd), OutcomeKind::Failed), at(t + 10)),
+                (rec("20-y", None, OutcomeKind::Timeout), at(t + 20)),
+            ],
         )
         .unwrap();
-        update(&path, &rec("20-y", None, OutcomeKind::Timeout), at(t + 20)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let all = parse(&text);
         assert_eq!(all.len(), 2, "{text}");
@@ -542,9 +673,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.prom");
         let t = 1_795_000_000;
-        update(&path, &rec("gone", None, OutcomeKind::Ok), at(t)).unwrap();
+        update(&path, &[(rec("gone", None, OutcomeKind::Ok), at(t))]).unwrap();
         let later = t + MAX_AGE.as_secs() + 1;
-        update(&path, &rec("kept", None, OutcomeKind::Ok), at(later)).unwrap();
+        update(&path, &[(rec("kept", None, OutcomeKind::Ok), at(later))]).unwrap();
         let all = parse(&std::fs::read_to_string(&path).unwrap());
         let hooks: Vec<&str> = all.keys().map(|k| k.hook.as_str()).collect();
         assert_eq!(hooks, ["kept"]);
@@ -582,7 +713,7 @@ mod tests {
         );
         // A second open file description of the same lock file contends for it.
         let started = Instant::now();
-        let e = update(&path, &rec("a", None, OutcomeKind::Ok), at(1)).unwrap_err();
+        let e = update(&path, &[(rec("a", None, OutcomeKind::Ok), at(1))]).unwrap_err();
         let waited = started.elapsed();
         assert!(matches!(e, MetricsError::LockTimeout { .. }), "{e}");
         assert!(
@@ -596,7 +727,7 @@ mod tests {
     fn a_failing_update_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no/such/dir/m.prom");
-        let e = update(&missing, &rec("a", None, OutcomeKind::Ok), at(1)).unwrap_err();
+        let e = update(&missing, &[(rec("a", None, OutcomeKind::Ok), at(1))]).unwrap_err();
         assert!(e.to_string().contains("no/such/dir"), "{e}");
         record_run(Some(&missing), &rec("a", None, OutcomeKind::Ok));
 
@@ -605,7 +736,7 @@ mod tests {
         std::fs::write(&target, "not metrics\n").unwrap();
         let link = dir.path().join("m.prom");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = update(&link, &rec("a", None, OutcomeKind::Ok), at(1)).unwrap_err();
+        let e = update(&link, &[(rec("a", None, OutcomeKind::Ok), at(1))]).unwrap_err();
         assert!(e.to_string().contains("cannot read"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "not metrics\n");
         assert!(link.is_symlink());

@@ -1125,3 +1125,80 @@ fn an_unwritable_metrics_textfile_is_one_warning_and_fails_nothing() {
     assert_eq!(outcomes, ["ok", "ok", "failed"]);
     assert!(!missing.parent().unwrap().exists());
 }
+
+/// Quick runs are batched, but never held back for long: while a long hook runs, the
+/// quick one before it is in the textfile within about a second (the flusher thread).
+/// That thread must not take the dispatcher's signals: SIGTERM still goes through the
+/// signalfd to the hook, and the dispatch ends as it does without metrics.
+#[test]
+fn batched_metrics_are_written_while_a_long_hook_runs_and_signals_still_work() {
+    let env = TestEnv::new();
+    let textdir = env.path("textfile");
+    std::fs::create_dir(&textdir).unwrap();
+    let prom = textdir.join("hookrun.prom");
+    let mut config = std::fs::read_to_string(env.config_path()).unwrap();
+    config.push_str(&format!("metrics_textfile = \"{}\"\n", prom.display()));
+    std::fs::write(env.config_path(), config).unwrap();
+    env.hook("10-quick")
+        .sync()
+        .phases("backup-end")
+        .body("exit 0")
+        .write();
+    let started = env.path("started");
+    env.hook("20-long")
+        .sync()
+        .phases("backup-end")
+        .body(&format!(
+            "touch {}; sleep 30",
+            shell_quote(&started.display().to_string())
+        ))
+        .write();
+
+    let running = dispatch(&env, "backup-end", "101").spawn();
+    let t0 = std::time::Instant::now();
+    let quick_written = loop {
+        let all = samples(&std::fs::read_to_string(&prom).unwrap_or_default());
+        if value(
+            &all,
+            "hookrun_hook_runs_total",
+            "backup-end",
+            "10-quick",
+            "101",
+        ) == Some(1.0)
+        {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "10-quick's series did not appear while 20-long ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(started.exists(), "20-long is running");
+    assert!(
+        quick_written < std::time::Duration::from_secs(3),
+        "{quick_written:?}"
+    );
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = running.wait();
+    out.assert_code(143);
+    out.assert_stderr_contains("20-long");
+    let outcomes: Vec<String> = env
+        .records()
+        .iter()
+        .map(|r| r.outcome().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["ok", "signal"]);
+    let all = samples(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(outcome_label(&all, "20-long", "101"), "signal");
+    assert_eq!(
+        value(
+            &all,
+            "hookrun_hook_last_exit_code",
+            "backup-end",
+            "20-long",
+            "101"
+        ),
+        Some(143.0)
+    );
+}
