@@ -92,12 +92,7 @@ impl tracing::field::Visit for MessageText {
 impl<S: Subscriber> Layer<S> for Journal {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let priority = match *meta.level() {
-            Level::ERROR => 3,
-            Level::WARN => 4,
-            Level::INFO => 6,
-            Level::DEBUG | Level::TRACE => 7,
-        };
+        let priority = priority_of(*meta.level());
         let mut text = MessageText::default();
         event.record(&mut text);
         let line = meta.line().map(|l| l.to_string());
@@ -113,6 +108,15 @@ impl<S: Subscriber> Layer<S> for Journal {
             fields.extend(hook.iter().map(|(k, v)| (*k, v.as_str())));
             self.send(priority, &text.0, &fields);
         });
+    }
+}
+
+fn priority_of(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
     }
 }
 
@@ -350,6 +354,10 @@ pub fn journal_async_end(identifier: &'static str, record: &RunRecord, message: 
             )
         }
     };
+    // HOOKRUN_LOG=warn leaves out the ok ones, as it does for the dispatcher's lines.
+    if priority > SETUP.get().map_or(6, |s| s.2) {
+        return;
+    }
     let fields = hook_fields(record);
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     j.send(priority, &text, &fields);
@@ -372,14 +380,15 @@ fn journal(identifier: &'static str) -> Option<Journal> {
     })
 }
 
-/// What [`init_with`] was given, for [`warn_at_exit`].
-static SETUP: std::sync::OnceLock<(&'static str, bool)> = std::sync::OnceLock::new();
+/// What [`init_with`] was given: the program, timestamps, and the highest syslog
+/// priority number (least severe) that is logged.
+static SETUP: std::sync::OnceLock<(&'static str, bool, u8)> = std::sync::OnceLock::new();
 
 /// A warning written the way the logger writes it (stderr, and the journal when there
 /// is one), for code that runs from exit(3): glibc has destroyed the thread-locals
 /// tracing needs by then.
 pub fn warn_at_exit(message: &str) {
-    let Some(&(program, timestamps)) = SETUP.get() else {
+    let Some(&(program, timestamps, _)) = SETUP.get() else {
         return;
     };
     let mut line = String::with_capacity(message.len() + 48);
@@ -424,7 +433,7 @@ pub fn init_with(program: &'static str, quiet: bool, timestamps: bool) {
             program,
             timestamps,
         });
-    let _ = SETUP.set((program, timestamps));
+    let _ = SETUP.set((program, timestamps, priority_of(level)));
     let journal = journal(program);
     let active = journal.is_some();
     if tracing_subscriber::registry()
