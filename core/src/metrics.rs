@@ -39,8 +39,10 @@ pub const MAX_AGE: Duration = Duration::from_secs(35 * 24 * 3600);
 pub const MAX_KEYS: usize = 2000;
 /// Longer label values (an object is any argv string) are cut to this many bytes.
 pub const MAX_LABEL: usize = 256;
-/// A file larger than this is not ours to parse: it is replaced, and that is reported.
-const MAX_FILE: u64 = 16 << 20;
+/// The most of an existing file that is read back: more than hookrun ever writes
+/// ([`MAX_KEYS`] sets of at most ~11 KB with every label at [`MAX_LABEL`]), so only a
+/// file someone else filled is cut, and then rewritten as ours.
+const MAX_FILE: u64 = 32 << 20;
 
 static REPORTED: AtomicBool = AtomicBool::new(false);
 /// Set after a lock wait ran out: the rest of this dispatch does not wait again (a
