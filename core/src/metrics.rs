@@ -112,6 +112,7 @@ pub fn record_run(path: Option<&Path>, record: &RunRecord) {
     pending
         .runs
         .push((path.to_owned(), record.clone(), SystemTime::now()));
+    let first = pending.oldest.is_none();
     let oldest = *pending.oldest.get_or_insert_with(Instant::now);
     if Duration::from_millis(record.duration_ms) >= BATCH || oldest.elapsed() >= BATCH {
         flush(&mut pending, false);
@@ -126,7 +127,10 @@ pub fn record_run(path: Option<&Path>, record: &RunRecord) {
         }
         start_flusher();
     }
-    ADDED.notify_one();
+    // The flusher already waits for the oldest one's time otherwise.
+    if first {
+        ADDED.notify_one();
+    }
 }
 
 /// The thread that writes batched runs when they are [`BATCH`] old. It starts with
