@@ -2,13 +2,17 @@
 //! rotated files), structured journal fields against a real systemd-journald, and the
 //! Prometheus textfile against a real node_exporter and promtool.
 
-// Tests print why they skip when a prerequisite (root, a Debian package) is missing.
-#![allow(clippy::print_stderr)]
-
 use std::path::Path;
 use std::process::Command;
 
 use hookrun_tests::{Run, TestEnv, bin, shell_quote, write_file};
+
+/// Says that and why a test does not run here. Written to stderr directly, not with
+/// `eprintln!`, which the test harness captures and hides for a test that passes.
+fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP monitoring::{test}: {why}");
+}
 
 /// `hookrun` with the tree's config and nothing else in its environment but `PATH`.
 fn hookrun(env: &TestEnv) -> Run {
@@ -77,7 +81,10 @@ fn log_escapes_control_characters_so_an_object_cannot_forge_a_row() {
 fn peak_rss_kib(env: &TestEnv, args: &[&str]) -> Option<(u64, String)> {
     let time = Path::new("/usr/bin/time");
     if !time.exists() {
-        eprintln!("SKIP: /usr/bin/time is missing (Debian package time)");
+        skip(
+            "the memory measurement",
+            "/usr/bin/time is missing (Debian package time)",
+        );
         return None;
     }
     let report = env.path("time.out");
@@ -228,7 +235,7 @@ fn field<'a>(e: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &
 #[test]
 fn a_real_journald_selects_hook_runs_by_their_fields() {
     if let Some(why) = missing(&[JOURNALD, "/usr/bin/unshare", "/bin/journalctl"]) {
-        eprintln!("SKIP a_real_journald_selects_hook_runs_by_their_fields: {why}");
+        skip("a_real_journald_selects_hook_runs_by_their_fields", &why);
         return;
     }
     let env = TestEnv::new();
@@ -555,8 +562,9 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
         .iter()
         .find(|p| !Path::new(p).exists())
     {
-        eprintln!(
-            "SKIP a_real_node_exporter_serves_the_textfile_after_every_kind_of_run: {why} is missing (cargo xtask test installs the Debian packages)"
+        skip(
+            "a_real_node_exporter_serves_the_textfile_after_every_kind_of_run",
+            &format!("{why} is missing (cargo xtask test installs the Debian packages)"),
         );
         return;
     }
@@ -838,8 +846,9 @@ fn readme_alert_rules() -> String {
 #[test]
 fn the_readmes_alert_rules_pass_promtool() {
     if !Path::new(PROMTOOL).exists() {
-        eprintln!(
-            "SKIP the_readmes_alert_rules_pass_promtool: {PROMTOOL} is missing (Debian package prometheus)"
+        skip(
+            "the_readmes_alert_rules_pass_promtool",
+            &format!("{PROMTOOL} is missing (Debian package prometheus)"),
         );
         return;
     }
