@@ -598,6 +598,11 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
         .phases("backup-end")
         .body("sleep 0.2; exit 6")
         .write();
+    env.hook("45-async-times-out")
+        .phases("backup-end")
+        .header("timeout: 1")
+        .body("sleep 30")
+        .write();
     for h in ["60-conc-a", "61-conc-b"] {
         env.hook(h).sync().phases("conc").body("exit 0").write();
     }
@@ -641,6 +646,13 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
             "40-async-fails",
             "101",
         ) == Some(1.0)
+            && value(
+                &all,
+                "hookrun_hook_runs_total",
+                "backup-end",
+                "45-async-times-out",
+                "101",
+            ) == Some(1.0)
             && objects.iter().all(|o| {
                 value(&all, "hookrun_hook_runs_total", "conc", "70-conc-async", o) == Some(2.0)
             });
@@ -792,6 +804,24 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
             "101"
         ) >= 0.2
     );
+    // Async timeout, killed by its supervisor after 1 s.
+    assert_eq!(outcome_label(&all, "45-async-times-out", "101"), "timeout");
+    assert_eq!(
+        v(
+            "hookrun_hook_last_exit_code",
+            "backup-end",
+            "45-async-times-out",
+            "101"
+        ),
+        143.0
+    );
+    let d = v(
+        "hookrun_hook_last_duration_seconds",
+        "backup-end",
+        "45-async-times-out",
+        "101",
+    );
+    assert!((1.0..10.0).contains(&d), "{d}");
     // Concurrent dispatches lost nothing.
     for o in &objects {
         for h in ["60-conc-a", "61-conc-b", "70-conc-async"] {
@@ -808,7 +838,7 @@ fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
         .iter()
         .filter(|s| s.0 == "hookrun_hook_runs_total")
         .count();
-    assert_eq!(hookrun_sets, 4 + 1 + objects.len() * 3, "{body}");
+    assert_eq!(hookrun_sets, 5 + 1 + objects.len() * 3, "{body}");
     // Nothing but the file (and its lock) is left in the collector's directory.
     let mut names: Vec<String> = std::fs::read_dir(&textdir)
         .unwrap()
