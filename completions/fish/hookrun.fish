@@ -57,8 +57,10 @@ complete -c hookrun -n "__fish_hookrun_using_subcommand run" -s h -l help -d 'Pr
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -s n -l last -d 'Show the last N records' -r
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -l hook -d 'Only this hook (file name)' -r
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -s p -l platform -d 'Only this platform (also selects its log_dir when its config table sets one)' -r
+complete -c hookrun -n "__fish_hookrun_using_subcommand log" -l since -d 'With --summary: only runs that started in this period (e.g. 90m, 24h, 7d, 2w)' -r
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -l failed -d 'Only runs that did not end well (failed, timeout, signal, refused, spawn-error, lost)'
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -l json -d 'One JSON object per line instead of a table'
+complete -c hookrun -n "__fish_hookrun_using_subcommand log" -l summary -d 'One line per hook and object: runs, failures, last success and failure, median and max duration, the last 20 runs as a sparkline'
 complete -c hookrun -n "__fish_hookrun_using_subcommand log" -s h -l help -d 'Print help'
 complete -c hookrun -n "__fish_hookrun_using_subcommand demo" -l keep -d 'Keep the demo\'s directory (hooks, config, dump dir, records) instead of removing it'
 complete -c hookrun -n "__fish_hookrun_using_subcommand demo" -s h -l help -d 'Print help'

@@ -37,6 +37,9 @@ pub struct Settings {
     pub prefix_output: bool,
     /// Only ever set from a platform table.
     pub hooks_dir: Option<PathBuf>,
+    /// The Prometheus textfile rewritten after every hook run (`metrics_textfile`);
+    /// `None`: off, the default.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             strict_permissions: true,
             prefix_output: true,
             hooks_dir: None,
+            metrics_textfile: None,
         }
     }
 }
@@ -69,6 +73,8 @@ struct Overrides {
     strict_permissions: Option<bool>,
     prefix_output: Option<bool>,
     hooks_dir: Option<PathBuf>,
+    /// `Some(None)`: turned off here (`metrics_textfile = ""`) though the top level sets it.
+    metrics_textfile: Option<Option<PathBuf>>,
 }
 
 impl Overrides {
@@ -93,6 +99,9 @@ impl Overrides {
         }
         if self.hooks_dir.is_some() {
             s.hooks_dir.clone_from(&self.hooks_dir);
+        }
+        if let Some(m) = &self.metrics_textfile {
+            s.metrics_textfile.clone_from(m);
         }
     }
 }
@@ -293,9 +302,20 @@ fn set_key(
         "kill_grace" => o.kill_grace = Some(duration_value(key, value)?),
         "strict_permissions" => o.strict_permissions = Some(bool_value(key, value)?),
         "prefix_output" => o.prefix_output = Some(bool_value(key, value)?),
+        "metrics_textfile" => {
+            o.metrics_textfile = Some(match value.as_str() {
+                Some("") => None,
+                Some(s) if !s.ends_with(".prom") => {
+                    return Err(format!(
+                        "'metrics_textfile' must end in .prom (node_exporter's textfile collector reads only *.prom files), not {s:?}"
+                    ));
+                }
+                _ => Some(path_value(key, value)?),
+            });
+        }
         _ => {
             return Err(format!(
-                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, lock_timeout, kill_grace, strict_permissions, prefix_output{}",
+                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, lock_timeout, kill_grace, strict_permissions, prefix_output, metrics_textfile{}",
                 if in_platform {
                     ", hooks_dir"
                 } else {
@@ -444,6 +464,33 @@ mod tests {
         let s = c.settings_for("vzdump");
         assert_eq!(s.default_timeout, Some(crate::header::MAX_DURATION));
         assert_eq!(s.kill_grace, crate::header::MAX_DURATION);
+    }
+
+    #[test]
+    fn metrics_textfile_is_off_by_default_set_per_platform_and_turned_off_with_empty() {
+        let c = parse(
+            "metrics_textfile = \"/var/lib/prometheus/node-exporter/hookrun.prom\"\n[worker]\nmetrics_textfile = \"\"\n[vzdump]\nmetrics_textfile = \"/srv/m/vz.prom\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.settings_for("libvirt-qemu").metrics_textfile,
+            Some(PathBuf::from(
+                "/var/lib/prometheus/node-exporter/hookrun.prom"
+            ))
+        );
+        assert_eq!(c.settings_for("worker").metrics_textfile, None);
+        assert_eq!(
+            c.settings_for("vzdump").metrics_textfile,
+            Some(PathBuf::from("/srv/m/vz.prom"))
+        );
+        assert_eq!(parse("").unwrap().settings_for("x").metrics_textfile, None);
+        for bad in [
+            "metrics_textfile = \"hookrun.prom\"",
+            "metrics_textfile = \"/x/hookrun.txt\"",
+            "metrics_textfile = true",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -477,9 +477,12 @@ impl<'a> Dispatcher<'a> {
         job: String,
         done: &mut Outcomes,
     ) {
+        // Metrics may start a writer thread; the guard's fork must come first.
+        if self.settings.metrics_textfile.is_some() {
+            self.contain();
+        }
         let req = self.req;
-        self.log_result(&report);
-        self.records.append(&RunRecord {
+        let record = RunRecord {
             time: crate::time::rfc3339(report.started.unwrap_or(started)),
             run_id: self.run_id.clone(),
             platform: req.platform.clone(),
@@ -496,7 +499,11 @@ impl<'a> Dispatcher<'a> {
                 .message
                 .clone()
                 .filter(|_| report.outcome != OutcomeKind::Ok),
-        });
+        };
+        let _journal = crate::logging::HookFields::enter(&record);
+        self.log_result(&report);
+        self.records.append(&record);
+        crate::metrics::record_run(self.settings.metrics_textfile.as_deref(), &record);
         if let Some(m) = self.marker.as_mut() {
             m.idle();
         }
@@ -588,6 +595,7 @@ impl<'a> Dispatcher<'a> {
             lock_dir: path_bytes(&self.settings.lock_dir),
             log_dir: path_bytes(&self.settings.log_dir),
             mk_job_dir: self.native_mk_job_dir(header.mk_job).map(path_bytes),
+            metrics_textfile: self.settings.metrics_textfile.as_deref().map(path_bytes),
             has_stdin: self.input().is_some(),
             privilege,
             record: RunRecord {

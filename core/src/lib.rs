@@ -23,6 +23,7 @@ pub mod job;
 pub mod lint;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod mkjob;
 pub mod objects;
 pub mod perms;

@@ -52,6 +52,9 @@ pub struct AsyncSpec {
     pub log_dir: Vec<u8>,
     /// Set for native `# mk-job`: the Checkmk job directory.
     pub mk_job_dir: Option<Vec<u8>>,
+    /// `metrics_textfile`, when set.
+    #[serde(default)]
+    pub metrics_textfile: Option<Vec<u8>>,
     pub has_stdin: bool,
     /// `# nice:`/`# io-class:`/`# user:` for the hook's process.
     pub privilege: Option<crate::privilege::Plan>,
@@ -547,6 +550,9 @@ impl Supervisor {
         record.duration_ms = report.duration.as_millis() as u64;
         let mut records = RecordLog::new(&self.log_dir);
         records.append(&record);
+        let metrics = spec.metrics_textfile.as_deref().map(OsStr::from_bytes);
+        crate::metrics::record_run(metrics.map(Path::new), &record);
+        crate::logging::journal_async_end("hookrun", &record, report.message.as_deref());
         say(&format!(
             "=== {} end run {} hook {}: {}{} after {:.2}s{}{}",
             crate::time::rfc3339(SystemTime::now()),

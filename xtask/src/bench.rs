@@ -334,6 +334,61 @@ pub fn run(root: &Path, target_dir: &Path, quick: bool) -> anyhow::Result<std::p
         cases.push((case, Some(rss)));
     }
 
+    // 1m. Case 1 with metrics_textfile set: the textfile is rewritten after each of the
+    // 10 hooks (issue 16: within 1.2x of the floor).
+    {
+        let t = tree(&base, "case1m", &vzdump, &seed)?;
+        let matching: Vec<usize> = (0..10).map(|i| i * 100 + 50).collect();
+        let matched = make_hooks(
+            &t.entry.join("hooks.d"),
+            1000,
+            &matching,
+            "backup-end",
+            "sync",
+            "exit 0",
+        )?;
+        let floor = t.entry.join("floor.sh");
+        let mut text = String::from("#!/bin/bash\n");
+        for h in &matched {
+            let _ = writeln!(text, "{} \"$@\"", h.display());
+        }
+        write_script(&floor, &text)?;
+        let root = t.entry.parent().expect("the tree's root");
+        let textfile_dir = root.join("node-exporter");
+        std::fs::create_dir_all(&textfile_dir)?;
+        let plain = root.join("hookrun.toml");
+        let with_metrics = root.join("hookrun-metrics.toml");
+        let mut config = std::fs::read_to_string(&plain)?;
+        let _ = writeln!(
+            config,
+            "metrics_textfile = {:?}",
+            textfile_dir.join("hookrun.prom").display().to_string()
+        );
+        std::fs::write(&with_metrics, config)?;
+        let mut env = t.env.clone();
+        for (k, v) in &mut env {
+            if k == "HOOKRUN_CONFIG" {
+                *v = with_metrics.display().to_string();
+            }
+        }
+        let args = ["backup-end", "snapshot", "101"];
+        let vz = t.entry.join("hookrun-vzdump");
+        let mut case = Case {
+            id: "1m",
+            title: "case 1 with metrics_textfile set".into(),
+            contenders: vec![
+                Contender::new("floor: bash runs the 10 hooks", &floor, &args, &t.env),
+                Contender::new("hookrun-vzdump", &vz, &args, &t.env),
+                Contender::new("hookrun-vzdump, metrics_textfile", &vz, &args, &env),
+            ],
+            base: 0,
+            target: Some((2, 1.2, true)),
+        };
+        println!("==> bench: case 1m ({} rounds)", rounds);
+        case.run(rounds, &nothing)?;
+        cases.push((case, None));
+    }
+
     // 2. 10,000 hooks, none match: the scan alone.
     {
         let t = tree(&base, "case2", &vzdump, &seed)?;

@@ -49,6 +49,18 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("lintian", "the lintian check of the .deb packages"),
     (
+        "systemd",
+        "the real systemd-journald of the journal-fields test (monitoring)",
+    ),
+    (
+        "prometheus-node-exporter",
+        "the real node_exporter whose textfile collector the metrics test scrapes",
+    ),
+    (
+        "prometheus",
+        "promtool: checks the metrics textfile and the README's alert rules",
+    ),
+    (
         "debootstrap",
         "the chroot of the packages' install, upgrade and purge cycle",
     ),

@@ -125,6 +125,32 @@ pub struct LogArgs {
     /// One JSON object per line instead of a table
     #[arg(long)]
     pub json: bool,
+    /// One line per hook and object: runs, failures, last success and failure, median and max duration, the last 20 runs as a sparkline
+    #[arg(long)]
+    pub summary: bool,
+    /// With --summary: only runs that started in this period (e.g. 90m, 24h, 7d, 2w)
+    #[arg(long, value_name = "PERIOD", requires = "summary", value_parser = parse_period)]
+    pub since: Option<std::time::Duration>,
+}
+
+/// A period for `--since`: a positive number with a unit s, m, h, d or w.
+fn parse_period(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a period; use a number with a unit, e.g. 90m, 24h, 7d, 2w");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(factor) {
+        Some(secs) if secs > 0 => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(bad()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -205,5 +231,22 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn periods() {
+        use std::time::Duration;
+        assert_eq!(
+            super::parse_period("7d"),
+            Ok(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(super::parse_period("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            super::parse_period("2w"),
+            Ok(Duration::from_secs(14 * 86_400))
+        );
+        for bad in ["", "7", "0d", "d", "7y", "-1d", "99999999999999999999d"] {
+            assert!(super::parse_period(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -27,6 +27,7 @@ mod hardening;
 mod libvirt;
 mod libvirtd;
 mod mkjob;
+mod monitoring;
 mod privilege;
 mod process;
 mod pve_guest;
