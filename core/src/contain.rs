@@ -51,13 +51,25 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// This process.
+    /// This process (looked up once per process: markers name it for every hook).
     pub fn current() -> Identity {
+        static CURRENT: std::sync::Mutex<Option<Identity>> = std::sync::Mutex::new(None);
         let pid = std::process::id();
-        Identity {
-            pid,
-            start: start_time(pid).unwrap_or(0),
-            boot: boot_id().to_owned(),
+        let mut cached = CURRENT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cached.as_ref() {
+            // A forked child has a pid of its own, and so an identity of its own.
+            Some(id) if id.pid == pid => id.clone(),
+            _ => {
+                let id = Identity {
+                    pid,
+                    start: start_time(pid).unwrap_or(0),
+                    boot: boot_id().to_owned(),
+                };
+                *cached = Some(id.clone());
+                id
+            }
         }
     }
 
@@ -475,7 +487,9 @@ fn reap_guarded(worker: Pid) -> Option<i32> {
 /// The worker is gone. Whatever it left below us — its hooks, orphaned when it was
 /// killed — is stopped now: TERM, a short grace, KILL until nothing is left.
 fn finish_guard(code: i32) -> ! {
-    if !descendants().is_empty() {
+    // No child at all proves nothing is left (orphans below us become our children);
+    // only then is `/proc` searched, which costs a read per process on the machine.
+    if has_children() && !descendants().is_empty() {
         for pid in descendants() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }

@@ -180,12 +180,11 @@ pub fn dispatch(
         implicit: req.implicit.as_ref(),
     };
     let entries = discover::scan_for(hooks_dir, &focus)?;
-    Ok(Dispatcher::new(settings, hooks_dir, req).run(&entries))
+    Ok(Dispatcher::new(settings, req).run(&entries))
 }
 
 struct Dispatcher<'a> {
     settings: &'a Settings,
-    hooks_dir: &'a Path,
     req: &'a Request,
     run_id: String,
     records: RecordLog,
@@ -213,10 +212,9 @@ struct Outcomes {
 }
 
 impl<'a> Dispatcher<'a> {
-    fn new(settings: &'a Settings, hooks_dir: &'a Path, req: &'a Request) -> Self {
+    fn new(settings: &'a Settings, req: &'a Request) -> Self {
         Dispatcher {
             settings,
-            hooks_dir,
             req,
             run_id: new_run_id(),
             records: RecordLog::new(&settings.log_dir),
@@ -378,12 +376,9 @@ impl<'a> Dispatcher<'a> {
         if !self.settings.strict_permissions {
             return Ok(());
         }
-        if let Err(why) = crate::perms::check_dir_path(self.hooks_dir, self.euid)
-            // Vanished mid-dispatch: starting each hook then says it was removed.
-            && self.hooks_dir.exists()
-        {
-            return Err(why);
-        }
+        // One walk from `/` through the hooks directory to the file (and each link's
+        // target); a directory that vanished mid-dispatch passes here, and starting the
+        // hook then says it was removed.
         crate::perms::check_entry(entry, self.euid)
     }
 

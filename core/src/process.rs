@@ -258,8 +258,22 @@ struct Sink {
 
 impl Sink {
     fn new(fd: i32) -> Sink {
+        // What stdout and stderr are does not change in a process's life: asked once.
+        static KINDS: [std::sync::OnceLock<SinkKind>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        let kind = *KINDS[usize::from(fd == 2)].get_or_init(|| Sink::kind_of(fd));
+        Sink {
+            fd,
+            kind,
+            queue: Vec::new(),
+            sent: 0,
+            broken: false,
+        }
+    }
+
+    fn kind_of(fd: i32) -> SinkKind {
         // SAFETY: fstat into a zeroed buffer on one of our standard descriptors.
-        let kind = unsafe {
+        unsafe {
             let mut st: libc::stat = std::mem::zeroed();
             if libc::fstat(fd, &raw mut st) != 0 {
                 SinkKind::Closed
@@ -271,13 +285,6 @@ impl Sink {
                     _ => SinkKind::File,
                 }
             }
-        };
-        Sink {
-            fd,
-            kind,
-            queue: Vec::new(),
-            sent: 0,
-            broken: false,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Marker {
     file: File,
     path: PathBuf,
     last: Option<RunningEntry>,
+    /// Length of the longest body written (the file's size).
+    size: usize,
 }
 
 impl Marker {
@@ -88,6 +90,7 @@ impl Marker {
             file,
             path,
             last: None,
+            size: 0,
         };
         if !m.update(entry) {
             // A full disk: an empty marker would only confuse `hookrun log`.
@@ -102,7 +105,15 @@ impl Marker {
             return false;
         };
         self.last = Some(entry.clone());
-        self.file.set_len(0).is_ok() && self.file.write_all_at(&body, 0).is_ok()
+        // Overwritten in place, padded with spaces (JSON allows them) to the longest
+        // body so far: no truncation, which on most file systems costs far more than
+        // the write itself.
+        let mut body = body;
+        if body.len() < self.size {
+            body.resize(self.size, b' ');
+        }
+        self.size = body.len();
+        self.file.write_all_at(&body, 0).is_ok()
     }
 
     /// Says that no hook of the owner runs right now (between two sync hooks).
