@@ -292,7 +292,9 @@ fn is_async_supervisor(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    if !cmdline.starts_with(b"hookrun-async ") {
+    // A supervisor, its worker, or its guard after the guard re-executed itself (a
+    // dispatcher's own guard is its parent, never below it).
+    if !cmdline.starts_with(b"hookrun-async ") && !cmdline.starts_with(b"hookrun-guard\0") {
         return false;
     }
     match (
@@ -424,7 +426,7 @@ pub fn guard() {
                 let _ = nix::sys::signal::raise(Signal::SIGTERM);
             }
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => guard_loop(child, &forwarded),
+        Ok(nix::unistd::ForkResult::Parent { child }) => become_guard(child, &forwarded),
         Err(_) => {
             let _ = old_mask.thread_set_mask();
         }
@@ -450,14 +452,92 @@ fn stdin_is_foreground_terminal() -> bool {
     unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
+/// The argument that starts a guard; see [`guard_entry`].
+pub const GUARD_FLAG: &str = "--hookrun-guard";
+
+/// Turns the parent of a fresh fork into the guard. It re-executes itself first: that
+/// drops its copy of the worker's memory, which the worker would otherwise pay for page
+/// by page (copy-on-write) for as long as it runs. The blocked signals and any that are
+/// pending survive the exec. If the exec fails, the guard runs in place.
+fn become_guard(worker: Pid, forwarded: &nix::sys::signal::SigSet) -> ! {
+    let marker =
+        nix::sys::memfd::memfd_create("hookrun-guard", nix::sys::memfd::MFdFlags::MFD_CLOEXEC);
+    if let Ok(marker) = marker {
+        let pid = std::ffi::CString::new(worker.as_raw().to_string()).unwrap_or_default();
+        // The binary's own path, so `ps` shows its name rather than "exe".
+        let exe = std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| {
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).ok()
+            })
+            .filter(|p| !p.as_bytes().ends_with(b" (deleted)"))
+            .unwrap_or_else(|| c"/proc/self/exe".to_owned());
+        let argv = [c"hookrun-guard", c"--hookrun-guard", pid.as_c_str()];
+        // SAFETY: dup2 onto stdin (the guard reads nothing) and execv with NUL-terminated
+        // strings that outlive the call; on failure we carry on in this process.
+        unsafe {
+            if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&marker), 0) == 0 {
+                let ptrs = [
+                    argv[0].as_ptr(),
+                    argv[1].as_ptr(),
+                    argv[2].as_ptr(),
+                    std::ptr::null(),
+                ];
+                libc::execv(exe.as_ptr(), ptrs.as_ptr());
+            }
+        }
+    }
+    guard_loop(worker, forwarded)
+}
+
+/// If this process was exec'd as a guard by [`guard`], runs it (never returns). Called
+/// first thing by every hookrun binary, through `supervise::supervisor_entry`. A
+/// platform controls argv, so the flag alone proves nothing: a guard also has a memory
+/// file named `hookrun-guard` as its stdin, which no platform passes.
+pub fn guard_entry() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() != 3 || args[1] != GUARD_FLAG {
+        return;
+    }
+    let is_guard = std::fs::read_link("/proc/self/fd/0").is_ok_and(|l| {
+        std::os::unix::ffi::OsStrExt::as_bytes(l.as_os_str()).starts_with(b"/memfd:hookrun-guard")
+    });
+    let Some(worker) = args[2].to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        return;
+    };
+    if !is_guard || worker <= 1 {
+        return;
+    }
+    // The marker has done its job; the guard reads nothing.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto our own stdin.
+        unsafe {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
+        }
+    }
+    let mut forwarded = nix::sys::signal::SigSet::empty();
+    for s in crate::signals::TERMINATING {
+        forwarded.add(s);
+    }
+    forwarded.add(Signal::SIGCHLD);
+    // Still blocked from before the exec; said again in case the mask was lost.
+    let _ = forwarded.thread_block();
+    // The worker may have ended during the exec: its SIGCHLD is pending, or it is
+    // already a zombie waiting for us.
+    if let Some(end) = reap_guarded(Pid::from_raw(worker)) {
+        finish_guard(end);
+    }
+    guard_loop(Pid::from_raw(worker), &forwarded)
+}
+
 /// The guard: forwards stop signals to the worker, reaps, and when the worker is gone
 /// makes sure nothing it started lives on. Never returns.
 fn guard_loop(worker: Pid, forwarded: &nix::sys::signal::SigSet) -> ! {
     loop {
         match forwarded.wait() {
             Ok(Signal::SIGCHLD) => {
-                if let Some(code) = reap_guarded(worker) {
-                    finish_guard(code);
+                if let Some(end) = reap_guarded(worker) {
+                    finish_guard(end);
                 }
             }
             Ok(sig) => {
@@ -468,15 +548,32 @@ fn guard_loop(worker: Pid, forwarded: &nix::sys::signal::SigSet) -> ! {
     }
 }
 
-/// Reaps every exited child; the worker's exit status as our exit code once it is gone.
-fn reap_guarded(worker: Pid) -> Option<i32> {
+/// How the worker ended, once it has.
+#[derive(Debug, Clone, Copy)]
+struct WorkerEnd {
+    /// Our exit code: the worker's, or 128+N when signal N killed it.
+    code: i32,
+    /// It was killed (SIGKILL, a crash): whatever it ran was not stopped by it.
+    killed: bool,
+}
+
+/// Reaps every exited child; how the worker ended once it is gone.
+fn reap_guarded(worker: Pid) -> Option<WorkerEnd> {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let mut result = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == worker => result = Some(code),
+            Ok(WaitStatus::Exited(pid, code)) if pid == worker => {
+                result = Some(WorkerEnd {
+                    code,
+                    killed: false,
+                });
+            }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == worker => {
-                result = Some(128 + sig as i32);
+                result = Some(WorkerEnd {
+                    code: 128 + sig as i32,
+                    killed: true,
+                });
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return result,
             Ok(_) => {}
@@ -484,12 +581,15 @@ fn reap_guarded(worker: Pid) -> Option<i32> {
     }
 }
 
-/// The worker is gone. Whatever it left below us — its hooks, orphaned when it was
-/// killed — is stopped now: TERM, a short grace, KILL until nothing is left.
-fn finish_guard(code: i32) -> ! {
+/// The worker is gone. A worker that exited stopped its own hooks; what is left below
+/// us then is async supervisors, units of their own, which live on. A worker that was
+/// killed stopped nothing: its hooks, orphaned to us, are stopped now — TERM, a short
+/// grace, KILL until nothing is left.
+fn finish_guard(end: WorkerEnd) -> ! {
+    let code = end.code;
     // No child at all proves nothing is left (orphans below us become our children);
     // only then is `/proc` searched, which costs a read per process on the machine.
-    if has_children() && !descendants().is_empty() {
+    if end.killed && has_children() && !descendants().is_empty() {
         for pid in descendants() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }

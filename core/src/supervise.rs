@@ -258,6 +258,7 @@ fn spawn_detached(job: &str, input: &File, report: &std::os::fd::OwnedFd) -> std
 /// with exactly two arguments and the spec in a memory file named `hookrun-async` as its
 /// stdin, which no platform passes.
 pub fn supervisor_entry() -> Option<i32> {
+    crate::contain::guard_entry();
     let mut args = std::env::args_os();
     if args.len() != 2 || args.nth(1).as_deref() != Some(OsStr::new(SUPERVISOR_FLAG)) {
         return None;
@@ -439,7 +440,8 @@ impl Supervisor {
                 .as_ref()
                 .map(|o| format!(" object {o}"))
                 .unwrap_or_default(),
-            std::process::id()
+            // The pid the dispatcher named: the guard's, when there is one.
+            crate::contain::guard_pid().unwrap_or_else(std::process::id)
         ));
         let mut signals = match crate::signals::SignalWatch::install() {
             Ok(s) => s,
