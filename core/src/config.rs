@@ -32,6 +32,9 @@ pub struct Settings {
     pub default_timeout: Option<Duration>,
     /// How long a hook waits for its `# lock:`; `None`: as long as its timeout.
     pub lock_timeout: Option<Duration>,
+    /// `nice` and `io_class`: for hooks whose header does not say (`None`: unchanged).
+    pub nice: Option<u8>,
+    pub io_class: Option<crate::privilege::IoClass>,
     pub kill_grace: Duration,
     pub strict_permissions: bool,
     pub prefix_output: bool,
@@ -51,6 +54,8 @@ impl Default for Settings {
             mk_job: MkJobMode::Native,
             default_timeout: None,
             lock_timeout: None,
+            nice: None,
+            io_class: None,
             kill_grace: Duration::from_secs(5),
             strict_permissions: true,
             prefix_output: true,
@@ -69,6 +74,8 @@ struct Overrides {
     mk_job: Option<MkJobMode>,
     default_timeout: Option<Duration>,
     lock_timeout: Option<Duration>,
+    nice: Option<u8>,
+    io_class: Option<crate::privilege::IoClass>,
     kill_grace: Option<Duration>,
     strict_permissions: Option<bool>,
     prefix_output: Option<bool>,
@@ -96,6 +103,12 @@ impl Overrides {
         }
         if self.lock_timeout.is_some() {
             s.lock_timeout = self.lock_timeout;
+        }
+        if self.nice.is_some() {
+            s.nice = self.nice;
+        }
+        if self.io_class.is_some() {
+            s.io_class = self.io_class;
         }
         if self.hooks_dir.is_some() {
             s.hooks_dir.clone_from(&self.hooks_dir);
@@ -299,6 +312,25 @@ fn set_key(
         }
         "default_timeout" => o.default_timeout = Some(duration_value(key, value)?),
         "lock_timeout" => o.lock_timeout = Some(duration_value(key, value)?),
+        // The header's grammar, so a value means the same in both places.
+        "nice" => {
+            let text = match value.as_integer() {
+                Some(i) => i.as_str().to_owned(),
+                None => value.as_str().unwrap_or_default().to_owned(),
+            };
+            o.nice = Some(
+                crate::privilege::parse_nice(&text).map_err(|m| format!("'nice' = {text}: {m}"))?,
+            );
+        }
+        "io_class" => {
+            let text = value.as_str().ok_or_else(|| {
+                "'io_class' must be a string like \"idle\" or \"best-effort:7\"".to_owned()
+            })?;
+            o.io_class = Some(
+                crate::privilege::parse_io_class(text)
+                    .map_err(|m| format!("'io_class' = {text:?}: {m}"))?,
+            );
+        }
         "kill_grace" => o.kill_grace = Some(duration_value(key, value)?),
         "strict_permissions" => o.strict_permissions = Some(bool_value(key, value)?),
         "prefix_output" => o.prefix_output = Some(bool_value(key, value)?),
@@ -315,7 +347,7 @@ fn set_key(
         }
         _ => {
             return Err(format!(
-                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, lock_timeout, kill_grace, strict_permissions, prefix_output, metrics_textfile{}",
+                "unknown key '{key}'; known keys: log_dir, lock_dir, mk_job_dir, mk_job, default_timeout, lock_timeout, kill_grace, nice, io_class, strict_permissions, prefix_output, metrics_textfile{}",
                 if in_platform {
                     ", hooks_dir"
                 } else {
@@ -491,6 +523,26 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nice_and_io_class_defaults_use_the_headers_grammar_per_platform() {
+        let c = parse("nice = 19\n[vzdump]\nio_class = \"best-effort:7\"\n").unwrap();
+        let v = c.settings_for("vzdump");
+        assert_eq!(v.nice, Some(19));
+        assert_eq!(
+            v.io_class,
+            Some(crate::privilege::parse_io_class("best-effort:7").unwrap())
+        );
+        assert_eq!(c.settings_for("worker").io_class, None);
+        for (bad, line) in [
+            ("nice = 20\n", 1),
+            ("log_dir = \"/x\"\n[vzdump]\nio_class = \"fast\"\n", 3),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.line, Some(line), "{bad}: {e}");
+        }
+        assert!(parse("io_class = 3").is_err());
     }
 
     #[test]

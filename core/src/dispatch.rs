@@ -273,6 +273,11 @@ impl<'a> Dispatcher<'a> {
             let mode = header.mode_or_default();
             let on_error = header.on_error.unwrap_or(req.default_on_error);
             let job = job_name(&req.platform, &name, object);
+            // Every journal entry about this hook (lock waits, refusals, leftovers)
+            // carries its fields, not only the one that says how it ended.
+            let _fields = crate::logging::journal_active().then(|| {
+                crate::logging::HookFields::enter(&self.running_record(&name, &job, mode))
+            });
             let started = SystemTime::now();
 
             let mut report = HookReport::new(&name, mode, on_error);
@@ -533,6 +538,7 @@ impl<'a> Dispatcher<'a> {
             Ok(pids) => {
                 for ((spec, mut report), pid) in batch.into_iter().zip(pids) {
                     report.outcome = OutcomeKind::Running;
+                    let _fields = crate::logging::HookFields::enter(&spec.record);
                     tracing::info!(
                         "{}: started async (supervisor pid {pid}); output goes to {}",
                         report.name,
@@ -566,8 +572,8 @@ impl<'a> Dispatcher<'a> {
         let (program, args) = self.command_for(entry, job, header.mk_job);
         let privilege = crate::privilege::Plan::for_hook(
             &report.name,
-            header.nice,
-            header.io_class,
+            header.nice.or(self.settings.nice),
+            header.io_class.or(self.settings.io_class),
             header.user.as_ref(),
         );
         let mut env = self.env_for(entry, job);
@@ -654,8 +660,8 @@ impl<'a> Dispatcher<'a> {
         };
         let privilege = crate::privilege::Plan::for_hook(
             &report.name,
-            header.nice,
-            header.io_class,
+            header.nice.or(self.settings.nice),
+            header.io_class.or(self.settings.io_class),
             header.user.as_ref(),
         );
         let mut env = self.env_for(entry, job);

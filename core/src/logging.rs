@@ -285,6 +285,11 @@ pub struct HookFields {
     previous: Option<Vec<(&'static str, String)>>,
 }
 
+/// Whether entries go to the journal at all (so callers can skip building fields).
+pub fn journal_active() -> bool {
+    JOURNAL_ACTIVE.load(Ordering::Relaxed)
+}
+
 impl HookFields {
     pub fn enter(record: &RunRecord) -> HookFields {
         if !JOURNAL_ACTIVE.load(Ordering::Relaxed) {

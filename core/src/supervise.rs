@@ -396,6 +396,8 @@ fn supervise_one(spec: AsyncSpec, payload: Vec<u8>) -> i32 {
         redirect(2, &log);
     }
     crate::logging::init("hookrun", false);
+    // Every journal entry of this supervisor is about its one hook.
+    let _fields = crate::logging::HookFields::enter(&spec.record);
     Supervisor {
         spec,
         payload,

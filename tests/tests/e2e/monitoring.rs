@@ -283,6 +283,7 @@ until q HOOKRUN_HOOK=30-async-fails | grep -q HOOKRUN_OUTCOME; do
 done
 q HOOKRUN_OUTCOME=failed >"$OUT/failed.json"
 q HOOKRUN_OUTCOME=ok >"$OUT/ok.json"
+q HOOKRUN_HOOK=30-async-fails >"$OUT/async.json"
 "#,
         hookrun = shell_quote(&hookrun),
         dir = shell_quote(&dir),
@@ -393,6 +394,22 @@ q HOOKRUN_OUTCOME=ok >"$OUT/ok.json"
     assert_eq!(ok.len(), 1, "{ok:?}");
     assert_eq!(field(&ok[0], "HOOKRUN_HOOK"), "20-ok");
     assert_eq!(field(&ok[0], "PRIORITY"), "6");
+
+    // Not only the end: the dispatcher's "started async" line, and what the hook's
+    // supervisor logs, are selected by the hook's fields too.
+    let async_entries = entries(&read("async.json"));
+    assert!(
+        async_entries
+            .iter()
+            .any(|e| field(e, "MESSAGE").contains("30-async-fails: started async")),
+        "{async_entries:?}"
+    );
+    assert!(
+        async_entries
+            .iter()
+            .all(|e| field(e, "HOOKRUN_RUN_ID") == field(&async_entries[0], "HOOKRUN_RUN_ID")),
+        "{async_entries:?}"
+    );
 }
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";

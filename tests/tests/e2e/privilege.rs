@@ -123,6 +123,37 @@ fn nice_and_io_class_apply_to_the_hook_and_everything_it_starts() {
 }
 
 #[test]
+fn nice_and_io_class_defaults_from_the_config_apply_per_platform_and_headers_win() {
+    if !Path::new("/usr/bin/ionice").is_file() {
+        skip("/usr/bin/ionice is missing (util-linux)");
+        return;
+    }
+    let env = TestEnv::with_config("[vzdump]\nnice = 13\nio_class = \"best-effort:6\"");
+    let (plain, own) = (env.path("plain"), env.path("own"));
+    env.hook("10-plain")
+        .sync()
+        .phases("job-start")
+        .body(&report_priorities(&plain))
+        .write();
+    env.hook("20-own")
+        .sync()
+        .phases("job-start")
+        .header("nice: 2")
+        .header("io-class: idle")
+        .body(&report_priorities(&own))
+        .write();
+    vzdump_call(&env).arg("job-start").run().assert_success();
+    assert_eq!(
+        std::fs::read_to_string(&plain).expect("10-plain ran"),
+        "self nice 13\nchild nice 13\nbest-effort: prio 6\nbest-effort: prio 6\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&own).expect("20-own ran"),
+        "self nice 2\nchild nice 2\nidle\nidle\n"
+    );
+}
+
+#[test]
 fn a_user_hook_runs_as_that_user_and_hookrun_keeps_its_records() {
     if !nix::unistd::geteuid().is_root() {
         skip("the '# user:' test needs root (it switches to nobody)");
