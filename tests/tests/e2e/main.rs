@@ -23,6 +23,7 @@ mod backrest;
 mod borgmatic;
 mod cli;
 mod containment;
+mod entries;
 mod hardening;
 mod libvirt;
 mod libvirtd;
