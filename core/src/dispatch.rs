@@ -387,6 +387,26 @@ impl<'a> Dispatcher<'a> {
         crate::perms::check_entry(entry, self.euid)
     }
 
+    /// What the hook runs as (`# nice:`, `# io-class:`, `# user:`, or the config's
+    /// defaults) and its environment, which names that user when there is one.
+    fn plan_and_env(
+        &self,
+        entry: &Entry,
+        job: &str,
+        header: &Header,
+        name: &str,
+    ) -> (Option<crate::privilege::Plan>, Vec<(OsString, OsString)>) {
+        let privilege = crate::privilege::Plan::for_hook(
+            name,
+            header.nice.or(self.settings.nice),
+            header.io_class.or(self.settings.io_class),
+            header.user.as_ref(),
+        );
+        let mut env = self.env_for(entry, job);
+        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
+        (privilege, env)
+    }
+
     fn env_for(&self, entry: &Entry, job: &str) -> Vec<(OsString, OsString)> {
         let req = self.req;
         let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(8 + req.env.len());
@@ -570,14 +590,7 @@ impl<'a> Dispatcher<'a> {
         report: &HookReport,
     ) -> AsyncSpec {
         let (program, args) = self.command_for(entry, job, header.mk_job);
-        let privilege = crate::privilege::Plan::for_hook(
-            &report.name,
-            header.nice.or(self.settings.nice),
-            header.io_class.or(self.settings.io_class),
-            header.user.as_ref(),
-        );
-        let mut env = self.env_for(entry, job);
-        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
+        let (privilege, env) = self.plan_and_env(entry, job, header, &report.name);
         let req = self.req;
         AsyncSpec {
             program: path_bytes(&program),
@@ -658,14 +671,7 @@ impl<'a> Dispatcher<'a> {
                 }
             },
         };
-        let privilege = crate::privilege::Plan::for_hook(
-            &report.name,
-            header.nice.or(self.settings.nice),
-            header.io_class.or(self.settings.io_class),
-            header.user.as_ref(),
-        );
-        let mut env = self.env_for(entry, job);
-        env.extend(privilege.iter().flat_map(crate::privilege::Plan::env));
+        let (privilege, env) = self.plan_and_env(entry, job, header, &report.name);
         let timeout = header_timeout.or(self.settings.default_timeout);
         let output = if self.req.filter {
             Output::CaptureStdout(self.settings.prefix_output.then_some(report.name.as_str()))

@@ -117,23 +117,18 @@ fn a_proxmox_task_stop_leaves_no_hook_process_and_records_the_run() {
 /// Waits for the one record of `hook` (a dispatcher that outlived the platform's
 /// SIGKILL writes it a moment later).
 fn wait_for_record(env: &TestEnv, hook: &str) -> hookrun_tests::Record {
-    let start = Instant::now();
-    loop {
-        let recs: Vec<_> = env
-            .records()
-            .into_iter()
-            .filter(|r| r.hook() == hook)
-            .collect();
-        if let Some(r) = recs.into_iter().next() {
-            r.assert_well_formed();
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no record for {hook}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut found = None;
+    wait_until(
+        &format!("a record for {hook}"),
+        Duration::from_secs(10),
+        || {
+            found = env.records().into_iter().find(|r| r.hook() == hook);
+            found.is_some()
+        },
+    );
+    let r = found.expect("found above");
+    r.assert_well_formed();
+    r
 }
 
 #[test]
@@ -442,12 +437,16 @@ fn kill_9_somewhere(rng: &mut Rng, pid: i32) {
 }
 
 fn wait_for_new_start(log: &Path, runs_before: usize) {
+    wait_until("the locked hook to start", Duration::from_secs(20), || {
+        intervals(log).len() > runs_before
+    });
+}
+
+/// Polls `ok` until it holds, failing the test after `deadline`.
+fn wait_until(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
-    while intervals(log).len() <= runs_before {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the locked hook never started"
-        );
+    while !ok() {
+        assert!(start.elapsed() < deadline, "waited {deadline:?} for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -582,18 +581,7 @@ fn a_killed_dispatcher_leaves_a_lost_run_that_log_shows_and_the_next_dispatch_re
         "the killed run wrote no record itself"
     );
 
-    let log = hookrun_tests::Run::new(bin("hookrun"))
-        .env("HOOKRUN_CONFIG", env.config_path())
-        .arg("log")
-        .run();
-    log.assert_success();
-    assert!(
-        log.stdout
-            .lines()
-            .any(|l| l.contains("10-slow") && l.contains("lost")),
-        "hookrun log:\n{}",
-        log.stdout
-    );
+    assert_log_shows_lost(&env, "10-slow");
     // The next dispatch of the platform writes the `lost` record, once.
     crate::vzdump_call(&env)
         .arg("job-end")
@@ -614,6 +602,22 @@ fn a_killed_dispatcher_leaves_a_lost_run_that_log_shows_and_the_next_dispatch_re
     assert_eq!(recs[0].outcome(), "lost");
     assert_eq!(recs[0].hook(), "10-slow");
     assert_eq!(recs[0].str("phase"), Some("job-start"));
+}
+
+/// `hookrun log` shows a row for `hook` that says `lost`.
+fn assert_log_shows_lost(env: &TestEnv, hook: &str) {
+    let log = hookrun_tests::Run::new(bin("hookrun"))
+        .env("HOOKRUN_CONFIG", env.config_path())
+        .arg("log")
+        .run();
+    log.assert_success();
+    assert!(
+        log.stdout
+            .lines()
+            .any(|l| l.contains(hook) && l.contains("lost")),
+        "hookrun log:\n{}",
+        log.stdout
+    );
 }
 
 #[test]
@@ -638,17 +642,7 @@ fn a_reused_pid_does_not_make_a_dead_run_look_alive() {
         marker.to_string(),
         0o640,
     );
-    let log = hookrun_tests::Run::new(bin("hookrun"))
-        .env("HOOKRUN_CONFIG", env.config_path())
-        .arg("log")
-        .run();
-    assert!(
-        log.stdout
-            .lines()
-            .any(|l| l.contains("30-copy") && l.contains("lost")),
-        "{}",
-        log.stdout
-    );
+    assert_log_shows_lost(&env, "30-copy");
     crate::vzdump_call(&env)
         .arg("job-start")
         .run()
