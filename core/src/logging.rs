@@ -545,3 +545,64 @@ mod tests {
         assert!(f.contains(&("HOOKRUN_DURATION_MS", "1200".into())));
     }
 }
+
+/// Where syslog listens on every Linux system that has one.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// One message to syslog (`/dev/log`), for a report that must not be lost when the
+/// journal and the log files cannot be written. Does nothing without a syslog socket.
+pub fn syslog(priority: u8, message: &str) {
+    let _ = syslog_to(Path::new(SYSLOG_SOCKET), priority, message);
+}
+
+fn syslog_to(socket: &Path, priority: u8, message: &str) -> std::io::Result<()> {
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.send_to(&syslog_datagram(priority, message), socket)
+        .map(drop)
+}
+
+/// `<PRI>hookrun[PID]: MESSAGE` (RFC 3164 as `logger` sends it to `/dev/log`; the
+/// daemon adds the time and host), facility daemon, control characters escaped.
+pub fn syslog_datagram(priority: u8, message: &str) -> Vec<u8> {
+    let clean: String = message
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    format!(
+        "<{}>hookrun[{}]: {clean}",
+        (3 << 3) | u32::from(priority & 7),
+        std::process::id()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod syslog_tests {
+    use super::*;
+
+    #[test]
+    fn a_syslog_datagram_reaches_a_listening_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        syslog_to(&path, 3, "20-copy: cannot write\nits record").unwrap();
+        let mut buf = [0u8; 256];
+        let n = listener.recv(&mut buf).unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(
+            got,
+            format!(
+                "<27>hookrun[{}]: 20-copy: cannot write\\nits record",
+                std::process::id()
+            )
+        );
+        // No socket: nothing happens, no panic.
+        assert!(syslog_to(&dir.path().join("none"), 3, "x").is_err());
+    }
+}

@@ -116,6 +116,11 @@ impl RecordLog {
     }
 
     /// Appends one record. Failures are reported once per dispatch and otherwise ignored.
+    /// Whether a record could not be written (reported once, as a warning).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     pub fn append(&mut self, record: &RunRecord) {
         if self.failed {
             return;

@@ -554,6 +554,22 @@ impl Supervisor {
         record.duration_ms = report.duration.as_millis() as u64;
         let mut records = RecordLog::new(&self.log_dir);
         records.append(&record);
+        if records.failed() {
+            // The async log and the journal may be gone with it (a full disk, no
+            // systemd): syslog is the last channel a supervisor has left.
+            crate::logging::syslog(
+                3,
+                &format!(
+                    "{}: cannot write the run record of {} run {} ({}) to {}; it ended {}",
+                    rec.hook,
+                    rec.job,
+                    rec.run_id,
+                    rec.phase,
+                    records.path().display(),
+                    record.outcome.as_str()
+                ),
+            );
+        }
         let metrics = spec.metrics_textfile.as_deref().map(OsStr::from_bytes);
         crate::metrics::record_run(metrics.map(Path::new), &record);
         crate::logging::journal_async_end("hookrun", &record, report.message.as_deref());
