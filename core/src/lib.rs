@@ -3,8 +3,15 @@
 //! - [`header`]: the comment header a hook describes itself with;
 //! - [`discover`]: finding hooks and deciding which run;
 //! - [`dispatch`]: running them in order with the `on-error` policy;
-//! - [`process`]: one sync hook in its own process group, with timeouts and signals;
-//! - [`config`], [`record`], [`job`], [`lock`], [`perms`]: the supporting pieces.
+//! - [`process`]: one sync hook in its own process group, with timeouts, signals and a
+//!   non-blocking output relay;
+//! - [`contain`]: a hook's unit (everything below a subreaper) and the guard that
+//!   outlives a killed worker;
+//! - [`supervise`]: async hooks under detached supervisors;
+//! - [`wrap`]: a command between pre and post hooks (the worker);
+//! - [`running`]: running markers and `lost` runs;
+//! - [`config`], [`record`], [`job`], [`lock`], [`perms`], [`privilege`], [`metrics`],
+//!   [`mkjob`], [`logging`]: the supporting pieces.
 //!
 //! Adapters translate a platform's calling convention into a [`dispatch::Request`];
 //! nothing here knows about Proxmox or libvirt.
