@@ -865,3 +865,86 @@ fn an_async_hook_whose_log_cannot_be_written_is_reported_before_it_starts() {
     ]);
     wait_for_lines(&ran, 0, Duration::from_secs(10));
 }
+
+/// Live processes whose environment names this test tree's config: everything hookrun
+/// or a hook of this tree started inherits `HOOKRUN_CONFIG`.
+fn processes_of(env: &TestEnv) -> Vec<i32> {
+    let needle = format!("HOOKRUN_CONFIG={}", env.config_path().display());
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| p != me)
+                .filter(|p| {
+                    let zombie =
+                        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                            st.rsplit_once(')')
+                                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                        });
+                    !zombie
+                        && std::fs::read(format!("/proc/{p}/environ"))
+                            .is_ok_and(|e| e.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The sweep: every way a hook can try to outlive its run, through every kind of run
+/// (sync, async, timed out, a worker's command), and then not one process of the tree
+/// is left once the records say everything ended.
+#[test]
+fn nothing_any_run_starts_outlives_it() {
+    let env = TestEnv::with_config("kill_grace = 1");
+    let daemon = "( setsid sh -c 'exec sleep 300' </dev/null >/dev/null 2>&1 & )";
+    env.hook("10-sync-daemon")
+        .sync()
+        .phases("job-start")
+        .body(&format!("{daemon}\nsleep 300 >/dev/null 2>&1 &\nexit 0"))
+        .write();
+    env.hook("20-async-daemon")
+        .phases("job-start")
+        .body(&format!("{daemon}\nexit 0"))
+        .write();
+    env.hook("30-timeout")
+        .sync()
+        .phases("job-start")
+        .header("timeout: 1s")
+        .body(&format!("{daemon}\nexec sleep 300"))
+        .write();
+    env.hook("40-async-timeout")
+        .phases("job-start")
+        .header("timeout: 1s")
+        .body(&format!("{daemon}\ntrap '' TERM\nsleep 300"))
+        .write();
+    crate::vzdump_call(&env).arg("job-start").run();
+    hookrun_tests::Run::new(bin("hookrun-worker"))
+        .env("HOOKRUN_CONFIG", env.config_path())
+        .env("HOOKRUN_HOOKS_DIR", env.hooks_dir())
+        .env("PATH", hookrun_tests::DEFAULT_PATH)
+        .args(["run", "backup", "--", "sh", "-c", daemon])
+        .run()
+        .assert_success();
+    wait_until("every run's record", Duration::from_secs(20), || {
+        env.records().len() >= 4
+    });
+    let mut left = processes_of(&env);
+    let start = Instant::now();
+    // A supervisor writes its record a moment before it exits.
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        left = processes_of(&env);
+    }
+    if !left.is_empty() {
+        let shown: Vec<String> = left
+            .iter()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect();
+        kill_all(&left.iter().map(|p| Pid::from_raw(*p)).collect::<Vec<_>>());
+        panic!("processes outlived their runs:\n{}", shown.join("\n"));
+    }
+}
