@@ -382,9 +382,23 @@ pub fn holder(lock_dir: &Path, name: &str) -> Option<String> {
             continue;
         }
         let pid: u32 = pid.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_else(|_| "?".into());
+        // argv[0] says more than the command name: an async supervisor is
+        // `hookrun-async <job>`, where its name is only "exe".
+        let comm = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|c| {
+                let first = c.split(|&b| b == 0).next()?.to_vec();
+                (!first.is_empty()).then(|| String::from_utf8_lossy(&first).into_owned())
+            })
+            .or_else(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .ok()
+                    .map(|c| c.trim().to_owned())
+            })
+            .unwrap_or_else(|| "?".into())
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>();
         let uid = std::fs::metadata(format!("/proc/{pid}"))
             .map(|m| m.uid())
             .ok();
