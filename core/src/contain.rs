@@ -254,14 +254,6 @@ fn detached_pids() -> Vec<u32> {
         .collect()
 }
 
-/// Whether any detached supervisor this process started may still be its child.
-pub fn has_detached() -> bool {
-    detached()
-        .slots
-        .iter()
-        .any(|s| s.load(Ordering::Relaxed) != 0)
-}
-
 /// Every descendant of this process, except detached supervisors and theirs.
 pub fn descendants() -> Vec<u32> {
     let me = std::process::id();
@@ -404,7 +396,7 @@ pub fn guard() {
         return;
     };
     let parent = std::process::id();
-    let foreground = stdin_is_foreground_terminal();
+    let foreground = crate::process::stdin_is_foreground_terminal();
     // Reserve the shared table before the fork, so both sides see one mapping.
     let _ = detached();
     // SAFETY: hookrun is single-threaded here (it starts no threads), so the child may
@@ -445,11 +437,6 @@ fn single_threaded() -> bool {
         .ok()
         .and_then(|rest| rest.split_ascii_whitespace().nth(17))
         == Some("1")
-}
-
-fn stdin_is_foreground_terminal() -> bool {
-    // SAFETY: plain queries on descriptor 0.
-    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
 /// The argument that starts a guard; see [`guard_entry`].
@@ -616,15 +603,23 @@ fn finish_guard(end: WorkerEnd) -> ! {
 }
 
 /// Makes every inherited descriptor above stderr close-on-exec, so hooks get stdin,
-/// stdout and stderr and nothing else (DESIGN §4). Returns those that were inheritable,
-/// for [`restore_inheritable`] (a worker's own command gets what its caller passed).
-pub fn seal_inherited_descriptors() -> Vec<i32> {
-    let open = seal_now();
+/// stdout and stderr and nothing else (DESIGN §4). [`with_inherited`] undoes it for a
+/// worker's own command, which gets what its caller passed.
+pub fn seal_inherited_descriptors() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&fd| fd > 2)
+        // One the listing itself used is closed by now and fails harmlessly.
+        .filter(|&fd| set_close_on_exec(fd, true) == Some(false))
+        .collect();
     SEALED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .extend_from_slice(&open);
-    open
+        .extend_from_slice(&fds);
 }
 
 /// Descriptors [`seal_inherited_descriptors`] made close-on-exec.
@@ -637,54 +632,35 @@ pub fn with_inherited<R>(f: impl FnOnce() -> R) -> R {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    restore_inheritable(&fds);
+    for &fd in &fds {
+        set_close_on_exec(fd, false);
+    }
     let r = f();
     for &fd in &fds {
-        // SAFETY: as in `seal_now`.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
+        set_close_on_exec(fd, true);
     }
     r
 }
 
-fn seal_now() -> Vec<i32> {
-    let mut open = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return open;
-    };
-    let fds: Vec<i32> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .filter(|&fd| fd > 2)
-        .collect();
-    for fd in fds {
-        // SAFETY: fcntl flag queries and updates on descriptors of this process; one
-        // that the directory listing itself used is closed by now and fails harmlessly.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-                open.push(fd);
-            }
+/// Sets or clears `FD_CLOEXEC` on `fd`; returns whether it was set before (`None`: not
+/// an open descriptor).
+fn set_close_on_exec(fd: i32, on: bool) -> Option<bool> {
+    // SAFETY: fcntl flag queries and updates on a descriptor number of this process.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags < 0 {
+            return None;
         }
-    }
-    open
-}
-
-/// Undoes [`seal_inherited_descriptors`] for the given descriptors.
-pub fn restore_inheritable(fds: &[i32]) {
-    for &fd in fds {
-        // SAFETY: as above.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            }
+        let was = flags & libc::FD_CLOEXEC != 0;
+        if was != on {
+            let new = if on {
+                flags | libc::FD_CLOEXEC
+            } else {
+                flags & !libc::FD_CLOEXEC
+            };
+            libc::fcntl(fd, libc::F_SETFD, new);
         }
+        Some(was)
     }
 }
 

@@ -591,7 +591,6 @@ impl<'a> Dispatcher<'a> {
     ) -> AsyncSpec {
         let (program, args) = self.command_for(entry, job, header.mk_job);
         let (privilege, env) = self.plan_and_env(entry, job, header, &report.name);
-        let req = self.req;
         AsyncSpec {
             program: path_bytes(&program),
             args: args.iter().map(|a| os_bytes(a)).collect(),
@@ -614,18 +613,7 @@ impl<'a> Dispatcher<'a> {
             privilege,
             record: RunRecord {
                 time: crate::time::rfc3339(started),
-                run_id: self.run_id.clone(),
-                platform: req.platform.clone(),
-                phase: req.phase.clone(),
-                object: req.object.clone(),
-                hook: report.name.clone(),
-                mode: Mode::Async.as_str().to_owned(),
-                outcome: OutcomeKind::Running,
-                exit_code: None,
-                signal: None,
-                duration_ms: 0,
-                job: job.to_owned(),
-                message: None,
+                ..self.running_record(&report.name, job, Mode::Async)
             },
         }
     }

@@ -17,7 +17,6 @@
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::contain::Identity;
+use crate::perms::TrustError;
 use crate::signals::SignalWatch;
 
 /// The built-in `lock_dir`; processes not running as root use a directory of their own
@@ -33,12 +33,12 @@ use crate::signals::SignalWatch;
 pub const DEFAULT_LOCK_DIR: &str = "/run/lock/hookrun";
 
 /// Why a lock could not be used at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("lock name {name:?}: {why}")]
     BadName { name: String, why: String },
-    #[error("cannot create lock directory {dir}: {why} (check lock_dir in the config)")]
-    CreateDir { dir: PathBuf, why: String },
+    #[error("lock directory: {0} (check lock_dir in the config)")]
+    Trust(#[from] TrustError),
     #[error("lock directory {dir} is not safe: {why}; no lock there can be trusted (fix: {fix})")]
     Untrusted {
         dir: PathBuf,
@@ -49,16 +49,6 @@ pub enum LockError {
     Open { path: PathBuf, why: String },
     #[error("cannot lock {path}: {why}")]
     Lock { path: PathBuf, why: String },
-}
-
-impl LockError {
-    /// The command or change that fixes it, where there is one.
-    pub fn fix(&self) -> Option<&str> {
-        match self {
-            LockError::Untrusted { fix, .. } => Some(fix),
-            _ => None,
-        }
-    }
 }
 
 /// Held while the guard lives; dropping it clears the owner line and releases the lock.
@@ -98,105 +88,27 @@ pub fn effective_dir(lock_dir: &Path) -> PathBuf {
     }
 }
 
-/// Opens (creating when missing, mode 0700) the lock directory without following a
-/// symlink in its last component, and checks it is ours alone.
+/// Opens the lock directory as a trusted directory ([`crate::perms::open_trusted_dir`]:
+/// every component from `/` by descriptor, symlinks only when trusted), creating what
+/// is missing with mode 0700. Owned by another user, it is refused with the fix that
+/// suits a directory hookrun makes itself: remove it.
 fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
     let euid = nix::unistd::geteuid().as_raw();
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| LockError::CreateDir {
-                    dir: dir.to_owned(),
-                    why: e.to_string(),
-                })?;
-            }
-            // Not recursive for the last component: it must be ours, created now, or
-            // checked below when someone else was quicker.
-            if let Err(e) =
-                std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-                    .create(dir)
-                && e.kind() != std::io::ErrorKind::AlreadyExists
-            {
-                return Err(LockError::CreateDir {
-                    dir: dir.to_owned(),
-                    why: e.to_string(),
-                });
-            }
-        }
-        Err(e) => {
-            return Err(LockError::CreateDir {
-                dir: dir.to_owned(),
-                why: e.to_string(),
-            });
-        }
-        Ok(_) => {}
-    }
-    let c =
-        std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| LockError::CreateDir {
-            dir: dir.to_owned(),
-            why: "the path contains a NUL byte".into(),
-        })?;
-    // SAFETY: open(2) on a NUL-terminated path; the descriptor is owned at once.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        let why =
-            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-                "it is a symlink or not a directory".to_owned()
-            } else {
-                e.to_string()
-            };
-        return Err(LockError::Untrusted {
-            dir: dir.to_owned(),
-            why,
-            fix: format!(
-                "rm -rf {0} (hookrun creates it again, mode 0700)",
-                dir.display()
-            ),
-        });
-    }
-    // SAFETY: fd was just returned by open(2) and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let meta = File::from(fd.try_clone().map_err(|e| LockError::Open {
-        path: dir.to_owned(),
-        why: e.to_string(),
-    })?)
-    .metadata()
-    .map_err(|e| LockError::Open {
-        path: dir.to_owned(),
-        why: e.to_string(),
-    })?;
-    if meta.uid() != euid {
-        return Err(LockError::Untrusted {
+    crate::perms::open_trusted_dir(dir, euid, Some(0o700)).map_err(|e| match e {
+        TrustError::Owner { path, uid } if Path::new(&path) == dir => LockError::Untrusted {
             dir: dir.to_owned(),
             why: format!(
-                "it is owned by {} (uid {}), not by {} (uid {euid}) that takes the locks",
-                user_name(meta.uid()),
-                meta.uid(),
-                user_name(euid)
+                "it is owned by {} (uid {uid}), not by {} (uid {euid}) that takes the locks",
+                crate::privilege::user_name(uid),
+                crate::privilege::user_name(euid)
             ),
             fix: format!(
-                "rm -rf {0} (hookrun creates it again, mode 0700), or set lock_dir to a directory of your own",
+                "rm -rf {} (hookrun creates it again, mode 0700), or set lock_dir to a directory of your own",
                 dir.display()
             ),
-        });
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(LockError::Untrusted {
-            dir: dir.to_owned(),
-            why: format!(
-                "it is writable by group or others (mode {:o})",
-                meta.mode() & 0o7777
-            ),
-            fix: format!("chmod go-w {}", dir.display()),
-        });
-    }
-    Ok(fd)
+        },
+        other => LockError::Trust(other),
+    })
 }
 
 pub fn open_lock_file(lock_dir: &Path, name: &str) -> Result<File, LockError> {
@@ -403,25 +315,12 @@ pub fn holder(lock_dir: &Path, name: &str) -> Option<String> {
             .map(|m| m.uid())
             .ok();
         return Some(match uid {
-            Some(uid) => format!("pid {pid} ({comm}, user {})", user_name(uid)),
+            Some(uid) => format!(
+                "pid {pid} ({comm}, user {})",
+                crate::privilege::user_name(uid)
+            ),
             None => format!("pid {pid} ({comm})"),
         });
     }
     None
-}
-
-/// A user's name from `/etc/passwd`, read directly (no NSS: static builds have none).
-pub fn user_name(uid: u32) -> String {
-    if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
-        for line in text.lines() {
-            let mut f = line.split(':');
-            let (Some(name), _, Some(id)) = (f.next(), f.next(), f.next()) else {
-                continue;
-            };
-            if id.parse() == Ok(uid) {
-                return name.to_owned();
-            }
-        }
-    }
-    uid.to_string()
 }

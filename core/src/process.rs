@@ -208,7 +208,7 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
 }
 
 /// Whether stdin is a terminal whose foreground process group is ours.
-fn stdin_is_foreground_terminal() -> bool {
+pub(crate) fn stdin_is_foreground_terminal() -> bool {
     // SAFETY: plain queries on descriptor 0.
     unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
 }
@@ -263,8 +263,16 @@ impl Sink {
             [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
         let kind = *KINDS[usize::from(fd == 2)].get_or_init(|| Sink::kind_of(fd));
         Sink {
-            fd,
             kind,
+            ..Sink::closed(fd)
+        }
+    }
+
+    /// A sink that takes nothing (the hook writes to our descriptors itself).
+    fn closed(fd: i32) -> Sink {
+        Sink {
+            fd,
+            kind: SinkKind::Closed,
             queue: Vec::new(),
             sent: 0,
             broken: false,
@@ -384,16 +392,27 @@ fn raw_write(fd: i32, data: &[u8]) -> isize {
     unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) }
 }
 
-fn writable_now(fd: i32) -> bool {
+/// What `poll` reports for `fd` right now, without waiting (0 when nothing).
+fn poll_now(fd: i32, events: libc::c_short) -> libc::c_short {
     let mut p = libc::pollfd {
         fd,
-        events: libc::POLLOUT,
+        events,
         revents: 0,
     };
     // SAFETY: poll on one pollfd we own, without waiting.
     let rc = unsafe { libc::poll(&raw mut p, 1, 0) };
-    // POLLERR/POLLHUP also count: the write then reports EPIPE, which is the answer.
-    rc > 0 && p.revents != 0
+    if rc > 0 { p.revents } else { 0 }
+}
+
+/// Whether a write to `fd` would not block now. POLLERR/POLLHUP also count: the write
+/// then reports EPIPE, which is the answer.
+fn writable_now(fd: i32) -> bool {
+    poll_now(fd, libc::POLLOUT) != 0
+}
+
+/// Whether the reading end of our pipe or socket `fd` has been closed.
+fn reader_gone(fd: i32) -> bool {
+    poll_now(fd, 0) & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 struct Supervisor<'a> {
@@ -910,30 +929,6 @@ impl<'a> Supervisor<'a> {
             self.err.flush();
         }
     }
-}
-
-impl Sink {
-    fn closed(fd: i32) -> Sink {
-        Sink {
-            fd,
-            kind: SinkKind::Closed,
-            queue: Vec::new(),
-            sent: 0,
-            broken: false,
-        }
-    }
-}
-
-/// Whether the reading end of our pipe or socket `fd` has been closed.
-fn reader_gone(fd: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: poll on one pollfd we own, without waiting.
-    let rc = unsafe { libc::poll(&raw mut p, 1, 0) };
-    rc > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn usage_of(ru: &libc::rusage) -> Usage {

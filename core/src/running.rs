@@ -11,7 +11,6 @@
 //! dead run look alive again.
 
 use std::fs::File;
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -134,23 +133,6 @@ impl Drop for Marker {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Writes a marker's body without keeping it (the async supervisor's, which must know
-/// its path to remove it after the record).
-pub fn write_marker(path: &Path, entry: &RunningEntry) -> bool {
-    let Ok(body) = serde_json::to_vec(entry) else {
-        return false;
-    };
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|mut f| f.write_all(&body))
-        .is_ok()
 }
 
 fn read_dir_entries(dir: &Path) -> Vec<(PathBuf, RunningEntry)> {

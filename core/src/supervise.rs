@@ -598,29 +598,20 @@ impl Supervisor {
                 String::new()
             }
         ));
-        if let Some(path) = running {
-            let _ = std::fs::remove_file(path);
-        }
+        drop(running);
         0
     }
 
-    fn mark_running(&self) -> Option<PathBuf> {
-        let dir = running_dir(&self.log_dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&dir)
-            .ok()?;
+    /// The running marker, removed when it is dropped (after the record is written).
+    fn mark_running(&self) -> Option<crate::running::Marker> {
         let rec = &self.spec.record;
-        let path = dir.join(format!("{}.{}.json", rec.run_id, rec.job));
         let mut record = rec.clone();
         record.outcome = OutcomeKind::Running;
-        if !crate::running::write_marker(&path, &RunningEntry::new(record)) {
-            // A full disk: an empty marker would only confuse `hookrun log`.
-            let _ = std::fs::remove_file(&path);
-            return None;
-        }
-        Some(path)
+        crate::running::Marker::create(
+            &running_dir(&self.log_dir),
+            &format!("{}.{}.json", rec.run_id, rec.job),
+            &RunningEntry::new(record),
+        )
     }
 }
 
