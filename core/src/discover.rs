@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::DispatchError;
 use crate::header::{self, HEADER_LIMIT, Header};
+use crate::scancache;
 
 /// Why a directory entry is ignored without a word at dispatch time (`hookrun list`
 /// still shows it).
@@ -291,7 +292,7 @@ pub struct Focus<'a> {
 /// Reads `dir` in byte order of file names (C locale), like run-parts and libvirt.
 /// Every entry is returned, with the reason it is ignored where it is.
 pub fn scan(dir: &Path) -> Result<Vec<Entry>, DispatchError> {
-    scan_impl(dir, None)
+    scan_impl(dir, None, None)
 }
 
 /// Like [`scan`], but returns only what a dispatch of `focus` acts on: hooks that ask for
@@ -299,10 +300,26 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>, DispatchError> {
 /// hot path: every other file costs one `openat`, one `read` and one `close`, and no
 /// allocation.
 pub fn scan_for(dir: &Path, focus: &Focus<'_>) -> Result<Vec<Entry>, DispatchError> {
-    scan_impl(dir, Some(focus))
+    scan_impl(dir, Some(focus), None)
 }
 
-fn scan_impl(dir: &Path, focus: Option<&Focus<'_>>) -> Result<Vec<Entry>, DispatchError> {
+/// [`scan_for`] with the scan cache of `log_dir` ([`crate::scancache`]): files whose
+/// stamps match the cache and whose recorded `# phases:` line excludes the phase cost
+/// one `fstatat` and are not opened. The cache is brought up to date afterwards.
+pub fn scan_for_cached(
+    dir: &Path,
+    focus: &Focus<'_>,
+    log_dir: &Path,
+    euid: u32,
+) -> Result<Vec<Entry>, DispatchError> {
+    scan_impl(dir, Some(focus), Some((log_dir, euid)))
+}
+
+fn scan_impl(
+    dir: &Path,
+    focus: Option<&Focus<'_>>,
+    cache_at: Option<(&Path, u32)>,
+) -> Result<Vec<Entry>, DispatchError> {
     let shown = || dir.display().to_string();
     let dir_error = |e: std::io::Error| match e.raw_os_error() {
         Some(nix::libc::ENOENT) => DispatchError::HooksDirMissing { path: shown() },
@@ -338,9 +355,15 @@ fn scan_impl(dir: &Path, focus: Option<&Focus<'_>>) -> Result<Vec<Entry>, Dispat
     };
     let chunk = names.len().div_ceil(threads).max(1);
     let dirfd = dirfd.as_fd();
+    // The cache serves focused scans on local file systems only (see scancache).
+    let cache_at = cache_at.filter(|_| focus.is_some() && scancache::cacheable_fs(dirfd));
+    let cache = cache_at.map(|(log_dir, euid)| scancache::load(log_dir, dir, dirfd, euid));
+    let now = scancache::now();
     let scan_chunk = |part: &[(OsString, Option<std::fs::FileType>)]| {
         let mut buf = vec![0u8; HEADER_LIMIT];
         let mut out = Vec::new();
+        let mut hits = Vec::new();
+        let mut fresh = Vec::new();
         for (name, ftype) in part {
             let early = if let Some(reason) = ignore_reason(name.as_bytes()) {
                 Some(EntryState::Ignored(reason))
@@ -349,13 +372,47 @@ fn scan_impl(dir: &Path, focus: Option<&Focus<'_>>) -> Result<Vec<Entry>, Dispat
             } else {
                 None
             };
+            // A regular file the cache can speak for: stamped before it is read.
+            let stamp = match (&cache, focus) {
+                (Some(_), Some(_)) if ftype.is_some_and(|t| t.is_file()) && early.is_none() => {
+                    scancache::Stamp::of(dirfd, name)
+                }
+                _ => None,
+            };
+            let mut hit = false;
+            if let (Some(c), Some(f), Some(st)) = (&cache, focus, &stamp)
+                && let Some((i, value)) = c.lookup(name.as_bytes(), st)
+            {
+                hits.push(i);
+                if phases_exclude(value, name, f) {
+                    continue;
+                }
+                hit = true;
+            }
+            let mut seen = None;
             let state = match early {
                 Some(_) if focus.is_some() => continue,
                 Some(state) => state,
-                None => match classify(dirfd, name, *ftype, &mut buf, focus) {
-                    Some(state) => state,
-                    None => continue,
-                },
+                None => {
+                    // A hit that asks for the phase is read in full but needs no new
+                    // record; a miss is recorded with what its header says now.
+                    let want = (stamp.is_some() && !hit).then_some(&mut seen);
+                    let state = classify(dirfd, name, *ftype, &mut buf, focus, want);
+                    if let (Some(st), Some(value)) = (stamp, seen)
+                        && st.settled(now)
+                        && scancache::keepable(value.as_deref())
+                    {
+                        fresh.push(scancache::Known {
+                            name: name.as_bytes().to_vec(),
+                            stamp: st,
+                            phases: value,
+                        });
+                    }
+                    match state {
+                        Some(state) => state,
+                        None => continue,
+                    }
+                }
             };
             out.push(Entry {
                 name: name.clone(),
@@ -363,23 +420,38 @@ fn scan_impl(dir: &Path, focus: Option<&Focus<'_>>) -> Result<Vec<Entry>, Dispat
                 state,
             });
         }
-        out
+        (out, hits, fresh)
     };
-    let mut entries = if threads == 1 {
+    let (mut entries, hits, fresh) = if threads == 1 {
         scan_chunk(&names)
     } else {
-        let parts: Vec<Vec<Entry>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = names
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || scan_chunk(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("scan threads do not panic"))
-                .collect()
-        });
-        parts.into_iter().flatten().collect()
+        let parts: Vec<(Vec<Entry>, Vec<usize>, Vec<scancache::Known>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = names
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || scan_chunk(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("scan threads do not panic"))
+                    .collect()
+            });
+        let mut entries = Vec::new();
+        let mut hits = Vec::new();
+        let mut fresh = Vec::new();
+        for (e, h, f) in parts {
+            entries.extend(e);
+            hits.extend(h);
+            fresh.extend(f);
+        }
+        (entries, hits, fresh)
     };
+    if let (Some(c), Some((log_dir, euid))) = (&cache, cache_at)
+        && let Some(all) = c.updated(hits, fresh)
+        && let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all)
+    {
+        tracing::debug!("scan cache of {} not written: {e}", dir.display());
+    }
     match focus {
         None => mark_job_conflicts(&mut entries),
         Some(f) => mark_focused_job_conflicts(dirfd, &names, &mut entries, f),
@@ -418,7 +490,7 @@ fn mark_focused_job_conflicts(
             if buf.is_empty() {
                 buf = vec![0u8; HEADER_LIMIT];
             }
-            let hook = match classify(dirfd, name, *ftype, &mut buf, None) {
+            let hook = match classify(dirfd, name, *ftype, &mut buf, None, None) {
                 Some(EntryState::Candidate(mut c)) => {
                     if let Some(rule) = focus.implicit {
                         imply(&mut c.header, name, rule);
@@ -452,7 +524,7 @@ pub fn inspect(path: &Path) -> Entry {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         match std::fs::File::open(parent) {
-            Ok(dirfd) => classify(dirfd.as_fd(), &name, ftype, &mut buf, None)
+            Ok(dirfd) => classify(dirfd.as_fd(), &name, ftype, &mut buf, None, None)
                 .expect("unfocused classify keeps all"),
             Err(e) => EntryState::Unusable(format!("cannot open its directory: {e}")),
         }
@@ -484,6 +556,7 @@ fn classify(
     ftype: Option<std::fs::FileType>,
     buf: &mut [u8],
     focus: Option<&Focus<'_>>,
+    seen: Option<&mut Option<Option<Vec<u8>>>>,
 ) -> Option<EntryState> {
     let symlink = ftype.is_some_and(|t| t.is_symlink());
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
@@ -537,10 +610,14 @@ fn classify(
         Ok(r) => r,
         Err(e) => return Some(EntryState::Unusable(format!("cannot read: {e}"))),
     };
-    if let Some(f) = focus
-        && not_for_phase(&buf[..len], truncated, name, f)
-    {
-        return None;
+    if let Some(f) = focus {
+        let value = phases_value(&buf[..len], truncated);
+        if let Some(seen) = seen {
+            *seen = Some(value.map(<[u8]>::to_vec));
+        }
+        if phases_exclude(value, name, f) {
+            return None;
+        }
     }
     let mut header = header::parse(&buf[..len], truncated);
     let mut implicit = false;
@@ -624,15 +701,19 @@ fn open_at(dirfd: BorrowedFd<'_>, name: &OsStr) -> Result<File, nix::errno::Errn
     Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
-/// A cheap, allocation-free look at the first `# phases:` line: true when the file
-/// certainly does not ask for the focus's phase. Anything unusual — no phases line for
-/// a name the implicit rule covers, a value that is not a clean list — is left to the
-/// full parse, which decides (and reports) exactly.
-fn not_for_phase(buf: &[u8], truncated: bool, name: &OsStr, focus: &Focus<'_>) -> bool {
-    let phases = header::header_lines(buf, truncated)
+/// The value of the first `# phases:` line of a header, if it has one.
+fn phases_value(buf: &[u8], truncated: bool) -> Option<&[u8]> {
+    header::header_lines(buf, truncated)
         .filter_map(|l| header::split_key(l.body))
         .find(|(k, _)| *k == b"phases")
-        .map(|(_, v)| v);
+        .map(|(_, v)| v)
+}
+
+/// A cheap, allocation-free look at a `# phases:` value (read now, or from the cache):
+/// true when the file certainly does not ask for the focus's phase. Anything unusual —
+/// no phases line for a name the implicit rule covers, a value that is not a clean
+/// list — is left to the full parse, which decides (and reports) exactly.
+fn phases_exclude(phases: Option<&[u8]>, name: &OsStr, focus: &Focus<'_>) -> bool {
     let Some(value) = phases else {
         // No phases line: never runs, unless its name makes it a hook.
         return focus
@@ -906,6 +987,128 @@ mod tests {
             .map(|i| format!("h{i:05}"))
             .collect();
         assert_eq!(some, expect);
+    }
+
+    /// The scan cache (scancache.rs) against real files and real ctimes: it speaks only
+    /// for settled, unchanged regular files, and every edit is seen at once.
+    #[test]
+    fn cached_scans_skip_only_unchanged_files_and_see_every_edit() {
+        let d = tempfile::tempdir().unwrap();
+        let hooks = d.path().join("hooks.d");
+        let log = d.path().join("log");
+        std::fs::create_dir(&hooks).unwrap();
+        // Enough files for the threaded scan.
+        let n = PARALLEL_SCAN_MIN + 10;
+        for i in 0..n {
+            write(
+                &hooks,
+                &format!("h{i:05}"),
+                "#!/bin/sh\n# phases: job-start\n",
+                0o755,
+            );
+        }
+        write(&hooks, "bare", "#!/bin/sh\necho no header\n", 0o755);
+        std::os::unix::fs::symlink(hooks.join("h00000"), hooks.join("link")).unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        let dirfd = std::fs::File::open(&hooks).unwrap();
+        assert!(
+            scancache::cacheable_fs(dirfd.as_fd()),
+            "{} is not on a file system the scan cache serves (ext4, xfs, btrfs, tmpfs, zfs, f2fs); point TMPDIR at one",
+            hooks.display()
+        );
+        let focus = |phase| Focus {
+            phase,
+            object: None,
+            implicit: None,
+        };
+        let names = |phase| -> Vec<String> {
+            scan_for_cached(&hooks, &focus(phase), &log, euid)
+                .unwrap()
+                .iter()
+                .map(|e| e.display_name().into_owned())
+                .collect()
+        };
+        // Fresh files are not cached: a first scan stores nothing about them.
+        assert!(names("backup-end").is_empty());
+        let cached = || scancache::load(&log, &hooks, dirfd.as_fd(), euid);
+        assert!(
+            cached().is_empty(),
+            "files changed just now are never cached"
+        );
+        std::thread::sleep(scancache::SETTLE + std::time::Duration::from_millis(100));
+        assert!(names("backup-end").is_empty());
+        let c = cached();
+        assert_eq!(
+            c.len(),
+            n + 1,
+            "every settled regular file, not the symlink"
+        );
+        let stamp = |name: &str| scancache::Stamp::of(dirfd.as_fd(), OsStr::new(name)).unwrap();
+        assert_eq!(
+            c.lookup(b"h00007", &stamp("h00007")).map(|(_, v)| v),
+            Some(Some(&b"job-start"[..]))
+        );
+        assert_eq!(
+            c.lookup(b"bare", &stamp("bare")).map(|(_, v)| v),
+            Some(None)
+        );
+        // The cache is really what decides, without reading the file: a planted entry
+        // whose stamp matches hides it (the only thing a damaged cache can do).
+        let planted: Vec<scancache::Known> = (0..n)
+            .map(|i| format!("h{i:05}"))
+            .map(|name| scancache::Known {
+                stamp: stamp(&name),
+                phases: Some(
+                    if name == "h00005" {
+                        &b"other"[..]
+                    } else {
+                        b"job-start"
+                    }
+                    .to_vec(),
+                ),
+                name: name.into_bytes(),
+            })
+            .collect();
+        scancache::store(&log, &hooks, dirfd.as_fd(), euid, planted).unwrap();
+        let seen = names("job-start");
+        assert_eq!(
+            seen.len(),
+            n - 1 + 1,
+            "all but h00005, plus the symlink: {seen:?}"
+        );
+        assert!(!seen.iter().any(|s| s == "h00005"));
+        std::fs::remove_dir_all(log.join("cache")).unwrap();
+        assert_eq!(
+            names("job-start").len(),
+            n + 1,
+            "without the cache it is read again"
+        );
+        write(&hooks, "h00003", "#!/bin/sh\n# phases: job-abort\n", 0o755);
+        assert_eq!(
+            names("job-abort"),
+            ["h00003"],
+            "an edit of the same size is seen at once"
+        );
+        // A same-size edit changes the ctime, so it is seen at once (above), and the
+        // edited file is not stored until it has settled.
+        assert!(cached().lookup(b"h00003", &stamp("h00003")).is_none());
+        // A scan that asks for the cached phase still reads those files in full.
+        assert_eq!(
+            names("job-start").len(),
+            n - 1 + 1,
+            "h00003 moved; the link counts"
+        );
+        // A deleted file drops out of the cache, a new one is read.
+        std::fs::remove_file(hooks.join("h00009")).unwrap();
+        write(&hooks, "new", "#!/bin/sh\n# phases: backup-end\n", 0o755);
+        assert_eq!(names("backup-end"), ["new"]);
+        let c = cached();
+        assert!(c.lookup(b"h00009", &stamp("h00008")).is_none());
+        assert_eq!(
+            c.len(),
+            n + 1 - 2,
+            "h00009 gone, h00003 and new not settled yet"
+        );
     }
 
     #[test]

@@ -179,7 +179,12 @@ pub fn dispatch(
         object: req.object.as_deref(),
         implicit: req.implicit.as_ref(),
     };
-    let entries = discover::scan_for(hooks_dir, &focus)?;
+    let entries = discover::scan_for_cached(
+        hooks_dir,
+        &focus,
+        &settings.log_dir,
+        nix::unistd::geteuid().as_raw(),
+    )?;
     Ok(Dispatcher::new(settings, req).run(&entries))
 }
 

@@ -38,6 +38,7 @@ pub mod privilege;
 pub mod process;
 pub mod record;
 pub mod running;
+pub mod scancache;
 pub mod signals;
 pub mod supervise;
 pub mod time;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 /// One measured contender of a case.
+#[derive(Clone)]
 struct Contender {
     name: &'static str,
     program: PathBuf,
@@ -95,6 +96,7 @@ struct Case {
 
 impl Case {
     fn run(&mut self, rounds: usize, between: &dyn Fn()) -> anyhow::Result<()> {
+        settle();
         // One warm-up round fills the page cache and dentry cache for everyone.
         for c in &mut self.contenders {
             c.measure()?;
@@ -235,6 +237,14 @@ fn peak_rss_kib(c: &Contender) -> anyhow::Result<i64> {
     Ok(usage.ru_maxrss)
 }
 
+/// Lets freshly written hooks age past the scan cache's settle time
+/// (`hookrun_core::scancache::SETTLE`): a hooks directory in use was written long before
+/// the dispatch, and files changed within that time are read on every dispatch. What a
+/// dispatch costs right after every hook changed is case 1c.
+fn settle() {
+    std::thread::sleep(hookrun_core::scancache::SETTLE + Duration::from_millis(100));
+}
+
 /// Waits until every async hook started in a tree has finished: no supervisor is
 /// running and the records are a whole number of dispatches (`per_dispatch` each).
 /// Supervisors that have not yet written their running file would otherwise look idle
@@ -331,7 +341,26 @@ pub fn run(root: &Path, target_dir: &Path, quick: bool) -> anyhow::Result<std::p
         for _ in 0..9 {
             rss = rss.max(peak_rss_kib(&case.contenders[1])?);
         }
+        // 1c. The same with the scan cache emptied before every run: the first dispatch
+        // after every hook changed reads all headers and writes the cache.
+        let cache = t.log_dir.join("cache");
+        let cold = move || {
+            let _ = std::fs::remove_dir_all(&cache);
+        };
+        let mut cold_case = Case {
+            id: "1c",
+            title: "case 1 with the scan cache emptied before each run".into(),
+            contenders: case.contenders[..2].to_vec(),
+            base: 0,
+            target: None,
+        };
+        for c in &mut cold_case.contenders {
+            c.samples.clear();
+        }
         cases.push((case, Some(rss)));
+        println!("==> bench: case 1c ({} rounds)", rounds);
+        cold_case.run(rounds, &cold)?;
+        cases.push((cold_case, None));
     }
 
     // 1m. Case 1 with metrics_textfile set: the textfile is rewritten after each of the
@@ -545,6 +574,7 @@ pub fn run(root: &Path, target_dir: &Path, quick: bool) -> anyhow::Result<std::p
             &["backup-end", "snapshot", "101"],
             &t.env,
         );
+        settle();
         c.measure()?;
         c.samples.clear();
         for _ in 0..rounds {
