@@ -561,7 +561,7 @@ fn classify(
     };
     Some(EntryState::Candidate(Box::new(Candidate {
         header,
-        executable: is_executable(&meta),
+        executable: executable_at(dirfd, name, &meta),
         symlink,
         implicit,
         meta,
@@ -656,20 +656,41 @@ fn not_for_phase(buf: &[u8], truncated: bool, name: &OsStr, focus: &Focus<'_>) -
     any
 }
 
-/// Executable for the effective user, as `execve` will judge it.
-fn is_executable(meta: &std::fs::Metadata) -> bool {
-    let mode = meta.mode();
-    let euid = nix::unistd::geteuid().as_raw();
-    if euid == 0 {
-        return mode & 0o111 != 0;
+/// Whether the effective user may execute `name` in `dirfd` (`meta` is what opening it
+/// found, symlinks followed), as `execve` will judge it: `faccessat(X_OK, AT_EACCESS)`,
+/// the kernel's own rule with supplementary groups and ACLs — the one executable check
+/// of hookrun ([`is_executable`] for a path).
+///
+/// Two answers need no system call on the dispatch's path: a file without any x bit is
+/// executable by nobody, and root (which the platforms run hooks as, with
+/// CAP_DAC_OVERRIDE) may execute a regular file with any x bit.
+pub fn executable_at(dirfd: BorrowedFd<'_>, name: &OsStr, meta: &std::fs::Metadata) -> bool {
+    may_execute(dirfd, name, meta)
+}
+
+/// [`executable_at`] for a path (relative paths from the working directory).
+pub fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| may_execute(nix::fcntl::AT_FDCWD, path, &meta))
+}
+
+fn may_execute<P: ?Sized + nix::NixPath>(
+    dirfd: impl std::os::fd::AsFd,
+    name: &P,
+    meta: &std::fs::Metadata,
+) -> bool {
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return false;
     }
-    if meta.uid() == euid {
-        mode & 0o100 != 0
-    } else if meta.gid() == nix::unistd::getegid().as_raw() {
-        mode & 0o010 != 0
-    } else {
-        mode & 0o001 != 0
+    if nix::unistd::geteuid().is_root() {
+        return true;
     }
+    nix::unistd::faccessat(
+        dirfd,
+        name,
+        nix::unistd::AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]

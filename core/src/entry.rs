@@ -101,10 +101,7 @@ mod tests {
     #[test]
     fn help_and_version_where_the_adapter_takes_them() {
         for flags in [Flags::First, Flags::Only] {
-            assert_eq!(
-                P.answer(&os(&["--help"]), flags).as_deref(),
-                Some(P.help)
-            );
+            assert_eq!(P.answer(&os(&["--help"]), flags).as_deref(), Some(P.help));
             assert_eq!(P.answer(&os(&["-h"]), flags).as_deref(), Some(P.help));
             assert_eq!(
                 P.answer(&os(&["-V"]), flags).as_deref(),

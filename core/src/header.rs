@@ -185,9 +185,7 @@ impl PhasesError {
 /// Why a duration (`# timeout:`, the config's timeouts) is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error(
-        "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
-    )]
+    #[error("expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)")]
     Syntax,
     #[error("must be greater than zero; leave the line out for no timeout")]
     Zero,
@@ -698,7 +696,11 @@ mod tests {
                 "is too large: the most is 31536000 seconds (8760h, 365 days); leave the line out for no timeout",
                 LEAVE_OUT,
             ),
-            ("# on-error: ignore", "expected 'abort', 'fail' or 'warn'", None),
+            (
+                "# on-error: ignore",
+                "expected 'abort', 'fail' or 'warn'",
+                None,
+            ),
             ("# lock:", "no lock name given", None),
             (
                 "# lock: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -733,7 +735,10 @@ mod tests {
             assert_eq!(e.reason.to_string(), reason, "{line}");
             assert_eq!(
                 e.to_string(),
-                format!("line 2: invalid value {:?} for '{}': {reason}", e.value, e.key)
+                format!(
+                    "line 2: invalid value {:?} for '{}': {reason}",
+                    e.value, e.key
+                )
             );
             assert_eq!(e.fix().as_deref(), fix, "{line}");
         }

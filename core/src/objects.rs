@@ -43,9 +43,7 @@ impl fmt::Display for ObjectPattern {
 /// Why an `# objects:` value is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectsError {
-    #[error(
-        "no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces"
-    )]
+    #[error("no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces")]
     Empty,
     #[error("objects are separated by spaces, not commas")]
     Commas,
@@ -61,9 +59,9 @@ impl ObjectsError {
     /// The remedy alone, where the message gives one after its "; ".
     pub fn fix(&self) -> Option<String> {
         match self {
-            ObjectsError::Empty => Some(
-                "list VMIDs, ranges (200-299) or names (web-*) separated by spaces".into(),
-            ),
+            ObjectsError::Empty => {
+                Some("list VMIDs, ranges (200-299) or names (web-*) separated by spaces".into())
+            }
             ObjectsError::Backwards(_) => Some("write the lower bound first".into()),
             ObjectsError::Commas
             | ObjectsError::BadCharacter(_)
@@ -187,8 +185,16 @@ mod tests {
                 "no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces",
                 Some("list VMIDs, ranges (200-299) or names (web-*) separated by spaces"),
             ),
-            ("101,102", "objects are separated by spaces, not commas", None),
-            ("a/b", "object \"a/b\" contains '/' or a control character", None),
+            (
+                "101,102",
+                "objects are separated by spaces, not commas",
+                None,
+            ),
+            (
+                "a/b",
+                "object \"a/b\" contains '/' or a control character",
+                None,
+            ),
             (
                 "1-99999999999999999999999",
                 "range \"1-99999999999999999999999\" is too large",

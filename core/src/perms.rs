@@ -143,11 +143,7 @@ impl PermError {
 /// Opens `path` as a trusted directory (see the module documentation), creating
 /// missing components with `create`'s mode when it is given. The descriptor returned is
 /// an `O_PATH` one: good for `openat`, `fstat` and `*at` calls relative to it.
-pub fn open_trusted_dir(
-    path: &Path,
-    euid: u32,
-    create: Option<u32>,
-) -> Result<OwnedFd, PermError> {
+pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<OwnedFd, PermError> {
     let wanted = path.display().to_string();
     let abs = if path.is_absolute() {
         path.to_owned()
@@ -515,10 +511,12 @@ mod tests {
         let (_d, p, m) = meta_with(0o755);
         check_hook(&p, &m, euid).unwrap();
         let (_d, p, m) = meta_with(0o775);
-        assert!(check_hook(&p, &m, euid)
+        assert!(
+            check_hook(&p, &m, euid)
                 .unwrap_err()
                 .to_string()
-                .contains("chmod go-w"));
+                .contains("chmod go-w")
+        );
         let (_d, p, m) = meta_with(0o757);
         assert!(
             check_hook(&p, &m, euid)
@@ -527,10 +525,12 @@ mod tests {
                 .contains("writable by others")
         );
         let (_d, p, m) = meta_with(0o4755);
-        assert!(check_hook(&p, &m, euid)
+        assert!(
+            check_hook(&p, &m, euid)
                 .unwrap_err()
                 .to_string()
-                .contains("chmod ug-s"));
+                .contains("chmod ug-s")
+        );
         let (_d, p, m) = meta_with(0o2755);
         assert!(
             check_hook(&p, &m, euid)
@@ -761,6 +761,9 @@ mod tests {
         let (_d, root) = root_dir();
         let e = verify_dir_path(&root.join("nope"), euid()).unwrap_err();
         assert_eq!(e.fix(), split_fix(&e.to_string()).1);
-        assert!(e.fix().is_some_and(|f| f.starts_with("mkdir -m 0755 ")), "{e}");
+        assert!(
+            e.fix().is_some_and(|f| f.starts_with("mkdir -m 0755 ")),
+            "{e}"
+        );
     }
 }

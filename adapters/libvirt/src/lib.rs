@@ -464,7 +464,6 @@ fn run(driver: Option<&'static str>, invoked: &Path, args: Vec<OsString>) -> i32
     exit_code
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,13 +122,16 @@ fn setup(invoked: Option<&Path>) -> Option<HookSetup> {
     } else {
         DEFAULT_HOOKS_DIR
     };
-    HookSetup::load(PLATFORM, invoked, Path::new(default), |settings| {
-        match hook_timeout(std::env::var("HOOK_TIMEOUT").ok().as_deref()) {
+    HookSetup::load(
+        PLATFORM,
+        invoked,
+        Path::new(default),
+        |settings| match hook_timeout(std::env::var("HOOK_TIMEOUT").ok().as_deref()) {
             Ok(Some(t)) => settings.default_timeout = Some(t),
             Ok(None) => {}
             Err(m) => tracing::warn!("{m}"),
-        }
-    })
+        },
+    )
 }
 
 fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option<&Path>) -> i32 {
