@@ -696,6 +696,70 @@ fn may_execute<P: ?Sized + nix::NixPath>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run by `the_executable_check_honours_supplementary_groups` as another user:
+    /// prints what [`is_executable`] says of `HOOKRUN_TEST_EXEC_CHECK`.
+    #[test]
+    #[ignore = "a helper, run as another user by the test below"]
+    #[allow(clippy::print_stdout)]
+    fn exec_check_child() {
+        let path = std::env::var_os("HOOKRUN_TEST_EXEC_CHECK").expect("run by the parent test");
+        println!("executable={}", is_executable(Path::new(&path)));
+    }
+
+    #[test]
+    #[allow(clippy::print_stderr)] // the visible reason for a skip
+    fn the_executable_check_honours_supplementary_groups() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+            eprintln!("SKIP: needs root and setpriv(1) to run a check as another user");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let hook = d.path().join("hook");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o750)).unwrap();
+        // Group 4242 may execute it; the user's primary group (65534) may not.
+        std::os::unix::fs::chown(&hook, Some(0), Some(4242)).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let check = |groups: &str| {
+            let out = std::process::Command::new("/usr/bin/setpriv")
+                .args(["--reuid=65534", "--regid=65534"])
+                .arg(format!("--groups={groups}"))
+                .arg(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "discover::tests::exec_check_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("HOOKRUN_TEST_EXEC_CHECK", &hook)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text
+        };
+        // A supplementary group counts, as it does for execve.
+        assert!(
+            check("4242").contains("executable=true"),
+            "{}",
+            check("4242")
+        );
+        assert!(
+            check("4243").contains("executable=false"),
+            "{}",
+            check("4243")
+        );
+        // And the dispatch's own scan says the same as root (any x bit).
+        assert!(is_executable(&hook));
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn write(dir: &Path, name: &str, body: &str, mode: u32) {

@@ -339,3 +339,56 @@ pub fn holder(lock_dir: &Path, name: &str) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_errors_carry_the_fix_of_the_lock_directory() {
+        let e = LockError::Trust(PermError::Writable {
+            what: crate::perms::Subject::Directory,
+            path: "/run/lock/hookrun".into(),
+            who: "others",
+        });
+        assert_eq!(
+            e.to_string(),
+            "lock directory: directory /run/lock/hookrun is writable by others, so anyone there could run code as root: chmod go-w /run/lock/hookrun (check lock_dir in the config)"
+        );
+        assert_eq!(e.fix().as_deref(), Some("chmod go-w /run/lock/hookrun"));
+        let e = LockError::Untrusted {
+            dir: "/run/lock/hookrun".into(),
+            why: "it is owned by nobody (uid 65534), not by root (uid 0) that takes the locks"
+                .into(),
+            fix: "rm -rf /run/lock/hookrun".into(),
+        };
+        assert_eq!(e.fix().as_deref(), Some("rm -rf /run/lock/hookrun"));
+        let e = open_lock_file(Path::new("/nonexistent"), "../x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lock name \"../x\": lock names use letters, digits, '-', '_' and '.', and do not start with '.'"
+        );
+        assert_eq!(e.fix(), None);
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().canonicalize().unwrap();
+        std::fs::create_dir(dir.join("x.lock")).unwrap();
+        let e = open_lock_file(&dir, "x").unwrap_err();
+        assert!(
+            matches!(e, LockError::Open { .. } | LockError::NotAFile { .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot open lock file {}",
+                dir.join("x.lock").display()
+            )),
+            "{e}"
+        );
+        open_lock_file(&dir, "y").expect("a fresh lock file");
+        assert!(dir.join("y.lock").is_file());
+    }
+}
