@@ -27,6 +27,7 @@ use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
@@ -317,19 +318,16 @@ impl Sink {
     fn flush(&mut self) {
         while self.pending() > 0 && !self.broken {
             let data = &self.queue[self.sent..];
-            let n = match self.kind {
-                SinkKind::Closed => data.len() as isize,
-                SinkKind::File => raw_write(self.fd, data),
+            let written = match self.kind {
+                SinkKind::Closed => Ok(data.len()),
+                SinkKind::File => nix::unistd::write(self.borrowed(), data),
                 SinkKind::Socket => {
-                    // SAFETY: send on our own descriptor from a live buffer.
-                    unsafe {
-                        libc::send(
-                            self.fd,
-                            data.as_ptr().cast(),
-                            data.len(),
-                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                        )
-                    }
+                    use nix::sys::socket::MsgFlags;
+                    nix::sys::socket::send(
+                        self.fd,
+                        data,
+                        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    )
                 }
                 SinkKind::Pipe | SinkKind::Terminal => {
                     if !writable_now(self.borrowed()) {
@@ -340,29 +338,28 @@ impl Sink {
                     } else {
                         256
                     };
-                    raw_write(self.fd, &data[..data.len().min(limit)])
+                    nix::unistd::write(self.borrowed(), &data[..data.len().min(limit)])
                 }
             };
-            if n < 0 {
-                match std::io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EAGAIN | libc::EINTR) => return,
-                    // The reader is gone: the caller went away.
-                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
-                        self.broken = true;
-                        self.queue.clear();
-                        self.sent = 0;
-                        return;
-                    }
-                    // A full disk under an async log, EIO on a terminal: this output is
-                    // lost, the hook is not stopped for it (the record says how it ended).
-                    _ => {
-                        self.queue.clear();
-                        self.sent = 0;
-                        return;
-                    }
+            let n = match written {
+                Ok(n) => n,
+                Err(Errno::EAGAIN | Errno::EINTR) => return,
+                // The reader is gone: the caller went away.
+                Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                    self.broken = true;
+                    self.queue.clear();
+                    self.sent = 0;
+                    return;
                 }
-            }
-            self.sent += n as usize;
+                // A full disk under an async log, EIO on a terminal: this output is
+                // lost, the hook is not stopped for it (the record says how it ended).
+                Err(_) => {
+                    self.queue.clear();
+                    self.sent = 0;
+                    return;
+                }
+            };
+            self.sent += n;
         }
         if self.pending() == 0 {
             self.queue.clear();
@@ -390,11 +387,6 @@ impl Sink {
         // SAFETY: descriptors 1 and 2 stay open for the life of the process.
         unsafe { BorrowedFd::borrow_raw(self.fd) }
     }
-}
-
-fn raw_write(fd: i32, data: &[u8]) -> isize {
-    // SAFETY: write from a live buffer to one of our descriptors.
-    unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) }
 }
 
 /// What `poll` reports for `fd` right now, without waiting (empty when nothing).
