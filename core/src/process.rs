@@ -220,11 +220,12 @@ fn reclaim_terminal() {
     use nix::sys::signal::{SigHandler, signal};
     // SAFETY: SIGTTOU is ignored only around the call, so a background tcsetpgrp does
     // not stop us; the previous disposition, whatever it was, is put back as it was.
-    let old = unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) };
-    let _ = nix::unistd::tcsetpgrp(std::io::stdin().as_fd(), nix::unistd::getpgrp());
-    if let Ok(old) = old {
-        // SAFETY: as above.
-        let _ = unsafe { signal(Signal::SIGTTOU, old) };
+    unsafe {
+        let old = signal(Signal::SIGTTOU, SigHandler::SigIgn);
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin().as_fd(), nix::unistd::getpgrp());
+        if let Ok(old) = old {
+            let _ = signal(Signal::SIGTTOU, old);
+        }
     }
 }
 
