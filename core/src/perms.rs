@@ -138,6 +138,20 @@ impl PermError {
             | PermError::Io { .. } => None,
         }
     }
+
+    /// The message without its fix: what is wrong, for a report that shows the fix on a
+    /// line of its own. Every message with a fix ends in ": " and the fix.
+    pub fn problem(&self) -> String {
+        let message = self.to_string();
+        match self.fix() {
+            Some(fix) => {
+                let cut = message.len() - fix.len() - 2;
+                debug_assert_eq!(&message[cut..], format!(": {fix}"));
+                message[..cut].to_owned()
+            }
+            None => message,
+        }
+    }
 }
 
 /// Opens `path` as a trusted directory (see the module documentation), creating
@@ -748,8 +762,9 @@ mod tests {
         ];
         let mut with_fix = 0;
         for e in &every {
-            let (_, cut) = split_fix(&e.to_string());
+            let (problem, cut) = split_fix(&e.to_string());
             assert_eq!(e.fix(), cut, "{e}");
+            assert_eq!(e.problem(), problem, "{e}");
             with_fix += usize::from(cut.is_some());
         }
         assert_eq!(with_fix, 8);
@@ -757,6 +772,10 @@ mod tests {
         let (_d, p, m) = meta_with(0o4757);
         let e = check_hook(&p, &m, euid()).unwrap_err();
         assert_eq!(e.fix(), Some(format!("chmod ug-s {}", p.display())));
+        assert_eq!(
+            e.problem(),
+            format!("{} is setuid/setgid; hooks never need that", p.display())
+        );
         assert_eq!(e.fix(), split_fix(&e.to_string()).1);
         let (_d, root) = root_dir();
         let e = verify_dir_path(&root.join("nope"), euid()).unwrap_err();
