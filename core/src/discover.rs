@@ -638,7 +638,7 @@ fn classify(
     };
     Some(EntryState::Candidate(Box::new(Candidate {
         header,
-        executable: is_executable(&meta),
+        executable: executable_at(dirfd, name, &meta),
         symlink,
         implicit,
         meta,
@@ -737,25 +737,110 @@ fn phases_exclude(phases: Option<&[u8]>, name: &OsStr, focus: &Focus<'_>) -> boo
     any
 }
 
-/// Executable for the effective user, as `execve` will judge it.
-fn is_executable(meta: &std::fs::Metadata) -> bool {
-    let mode = meta.mode();
-    let euid = nix::unistd::geteuid().as_raw();
-    if euid == 0 {
-        return mode & 0o111 != 0;
+/// Whether the effective user may execute `name` in `dirfd` (`meta` is what opening it
+/// found, symlinks followed), as `execve` will judge it: `faccessat(X_OK, AT_EACCESS)`,
+/// the kernel's own rule with supplementary groups and ACLs — the one executable check
+/// of hookrun ([`is_executable`] for a path).
+///
+/// Two answers need no system call on the dispatch's path: a file without any x bit is
+/// executable by nobody, and root (which the platforms run hooks as, with
+/// CAP_DAC_OVERRIDE) may execute a regular file with any x bit.
+pub fn executable_at(dirfd: BorrowedFd<'_>, name: &OsStr, meta: &std::fs::Metadata) -> bool {
+    may_execute(dirfd, name, meta)
+}
+
+/// [`executable_at`] for a path (relative paths from the working directory).
+pub fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| may_execute(nix::fcntl::AT_FDCWD, path, &meta))
+}
+
+fn may_execute<P: ?Sized + nix::NixPath>(
+    dirfd: impl std::os::fd::AsFd,
+    name: &P,
+    meta: &std::fs::Metadata,
+) -> bool {
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return false;
     }
-    if meta.uid() == euid {
-        mode & 0o100 != 0
-    } else if meta.gid() == nix::unistd::getegid().as_raw() {
-        mode & 0o010 != 0
-    } else {
-        mode & 0o001 != 0
+    if nix::unistd::geteuid().is_root() {
+        return true;
     }
+    nix::unistd::faccessat(
+        dirfd,
+        name,
+        nix::unistd::AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run by `the_executable_check_honours_supplementary_groups` as another user:
+    /// prints what [`is_executable`] says of `HOOKRUN_TEST_EXEC_CHECK`.
+    #[test]
+    #[ignore = "a helper, run as another user by the test below"]
+    #[allow(clippy::print_stdout)]
+    fn exec_check_child() {
+        let path = std::env::var_os("HOOKRUN_TEST_EXEC_CHECK").expect("run by the parent test");
+        println!("executable={}", is_executable(Path::new(&path)));
+    }
+
+    #[test]
+    #[allow(clippy::print_stderr)] // the visible reason for a skip
+    fn the_executable_check_honours_supplementary_groups() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+            eprintln!("SKIP: needs root and setpriv(1) to run a check as another user");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let hook = d.path().join("hook");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o750)).unwrap();
+        // Group 4242 may execute it; the user's primary group (65534) may not.
+        std::os::unix::fs::chown(&hook, Some(0), Some(4242)).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let check = |groups: &str| {
+            let out = std::process::Command::new("/usr/bin/setpriv")
+                .args(["--reuid=65534", "--regid=65534"])
+                .arg(format!("--groups={groups}"))
+                .arg(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "discover::tests::exec_check_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("HOOKRUN_TEST_EXEC_CHECK", &hook)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text
+        };
+        // A supplementary group counts, as it does for execve.
+        assert!(
+            check("4242").contains("executable=true"),
+            "{}",
+            check("4242")
+        );
+        assert!(
+            check("4243").contains("executable=false"),
+            "{}",
+            check("4243")
+        );
+        // And the dispatch's own scan says the same as root (any x bit).
+        assert!(is_executable(&hook));
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn write(dir: &Path, name: &str, body: &str, mode: u32) {

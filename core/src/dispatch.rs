@@ -389,7 +389,7 @@ impl<'a> Dispatcher<'a> {
         // One walk from `/` through the hooks directory to the file (and each link's
         // target); a directory that vanished mid-dispatch passes here, and starting the
         // hook then says it was removed.
-        crate::perms::check_entry(entry, self.euid)
+        crate::perms::verify_entry(entry, self.euid).map_err(|e| e.to_string())
     }
 
     /// What the hook runs as (`# nice:`, `# io-class:`, `# user:`, or the config's

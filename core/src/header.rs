@@ -104,7 +104,119 @@ pub struct HeaderError {
     pub line: usize,
     pub key: &'static str,
     pub value: String,
-    pub reason: String,
+    pub reason: ValueError,
+}
+
+impl HeaderError {
+    /// The remedy alone, when the reason gives one ([`ValueError::fix`]).
+    pub fn fix(&self) -> Option<String> {
+        self.reason.fix()
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// Why a header value is wrong: the text after "for 'key': " in a [`HeaderError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("'{key}' is already set on line {first}; keep one line")]
+    Duplicate { key: &'static str, first: usize },
+    #[error("expected 'sync' or 'async'")]
+    Mode,
+    #[error("'mk-job' takes no value; write the line as '# mk-job'")]
+    MkJobValue,
+    #[error("expected 'abort', 'fail' or 'warn'")]
+    OnError,
+    #[error(transparent)]
+    Phases(#[from] PhasesError),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    #[error(transparent)]
+    LockName(#[from] LockNameError),
+    #[error(transparent)]
+    Objects(#[from] crate::objects::ObjectsError),
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::KeyError),
+}
+
+impl ValueError {
+    /// The remedy alone, where the message gives one after its "; " (a message that
+    /// only says what is expected has none: the expectation is the remedy).
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            ValueError::Duplicate { .. } => Some("keep one line".into()),
+            ValueError::MkJobValue => Some("write the line as '# mk-job'".into()),
+            ValueError::Mode | ValueError::OnError => None,
+            ValueError::Phases(e) => e.fix(),
+            ValueError::Duration(e) => e.fix(),
+            ValueError::LockName(_) => None,
+            ValueError::Objects(e) => e.fix(),
+            ValueError::Privilege(e) => e.fix(),
+        }
+    }
+}
+
+/// Why a `# phases:` value is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhasesError {
+    #[error("no phase given; list phases separated by spaces, or '*' for every phase")]
+    Empty,
+    #[error("'*' already means every phase; do not combine it with names")]
+    StarWithNames,
+    #[error("phases are separated by spaces, not commas")]
+    Commas,
+    #[error("phase {0:?} has characters outside letters, digits, '-', '_', '.' and ':'")]
+    BadCharacter(String),
+}
+
+impl PhasesError {
+    /// The remedy alone, where the message gives one after its "; ".
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            PhasesError::Empty => {
+                Some("list phases separated by spaces, or '*' for every phase".into())
+            }
+            PhasesError::StarWithNames => Some("do not combine it with names".into()),
+            PhasesError::Commas | PhasesError::BadCharacter(_) => None,
+        }
+    }
+}
+
+/// Why a duration (`# timeout:`, the config's timeouts) is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)")]
+    Syntax,
+    #[error("must be greater than zero; leave the line out for no timeout")]
+    Zero,
+    #[error(
+        "is too large: the most is {} seconds (8760h, 365 days); leave the line out for no timeout",
+        MAX_DURATION_SECS
+    )]
+    TooLarge,
+}
+
+impl DurationError {
+    /// The remedy alone, where the message gives one after its "; ".
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            DurationError::Syntax => None,
+            DurationError::Zero | DurationError::TooLarge => {
+                Some("leave the line out for no timeout".into())
+            }
+        }
+    }
+}
+
+/// Why a lock name (`# lock:`, a worker's name) is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LockNameError {
+    #[error("no lock name given")]
+    Empty,
+    #[error("lock names are at most 64 characters")]
+    TooLong,
+    #[error("lock names use letters, digits, '-', '_' and '.', and do not start with '.'")]
+    BadCharacter,
 }
 
 impl fmt::Display for HeaderError {
@@ -257,9 +369,10 @@ pub fn parse(buf: &[u8], truncated: bool) -> Header {
         let key_name = KEYS[index];
         let value_str = String::from_utf8_lossy(value);
         let problem = if let Some(first) = seen[index] {
-            Some(format!(
-                "'{key_name}' is already set on line {first}; keep one line"
-            ))
+            Some(ValueError::Duplicate {
+                key: key_name,
+                first,
+            })
         } else {
             seen[index] = Some(line.number);
             apply(&mut h, key_name, value, &value_str).err()
@@ -277,26 +390,25 @@ pub fn parse(buf: &[u8], truncated: bool) -> Header {
 }
 
 /// Stores one recognised key's value in `h`, or says why the value is wrong.
-fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(), String> {
+fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(), ValueError> {
     match key {
         "mode" => match value {
             b"sync" => h.mode = Some(Mode::Sync),
             b"async" => h.mode = Some(Mode::Async),
-            _ => return Err("expected 'sync' or 'async'".into()),
+            _ => return Err(ValueError::Mode),
         },
         "phases" => match parse_phases(value_str) {
             Ok(p) => h.phases = Some(p),
             Err(reason) => {
                 h.phases_invalid = true;
-                return Err(reason);
+                return Err(reason.into());
             }
         },
         "mk-job" if value.is_empty() => h.mk_job = true,
-        "mk-job" => return Err("'mk-job' takes no value; write the line as '# mk-job'".into()),
+        "mk-job" => return Err(ValueError::MkJobValue),
         "timeout" => h.timeout = Some(parse_duration(value_str)?),
         "on-error" => {
-            h.on_error =
-                Some(OnError::parse(value_str).ok_or("expected 'abort', 'fail' or 'warn'")?);
+            h.on_error = Some(OnError::parse(value_str).ok_or(ValueError::OnError)?);
         }
         "lock" => {
             validate_lock_name(value_str)?;
@@ -306,7 +418,7 @@ fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(),
             Ok(list) => h.objects = Some(list),
             Err(reason) => {
                 h.objects_invalid = true;
-                return Err(reason);
+                return Err(reason.into());
             }
         },
         "nice" => h.nice = Some(crate::privilege::parse_nice(value_str)?),
@@ -317,11 +429,9 @@ fn apply(h: &mut Header, key: &str, value: &[u8], value_str: &str) -> Result<(),
     Ok(())
 }
 
-fn parse_phases(value: &str) -> Result<Phases, String> {
+fn parse_phases(value: &str) -> Result<Phases, PhasesError> {
     if value.is_empty() {
-        return Err(
-            "no phase given; list phases separated by spaces, or '*' for every phase".into(),
-        );
+        return Err(PhasesError::Empty);
     }
     let mut list = Vec::new();
     for word in value.split_ascii_whitespace() {
@@ -329,19 +439,17 @@ fn parse_phases(value: &str) -> Result<Phases, String> {
             return if value.split_ascii_whitespace().count() == 1 {
                 Ok(Phases::All)
             } else {
-                Err("'*' already means every phase; do not combine it with names".into())
+                Err(PhasesError::StarWithNames)
             };
         }
         if word.contains(',') {
-            return Err("phases are separated by spaces, not commas".into());
+            return Err(PhasesError::Commas);
         }
         if !word
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         {
-            return Err(format!(
-                "phase {word:?} has characters outside letters, digits, '-', '_', '.' and ':'"
-            ));
+            return Err(PhasesError::BadCharacter(word.to_owned()));
         }
         list.push(word.to_owned());
     }
@@ -358,11 +466,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(MAX_DURATION_SECS);
 pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
 
 /// Refuses durations above [`MAX_DURATION`], naming the limit.
-pub fn check_duration_range(secs: u64) -> Result<Duration, String> {
+pub fn check_duration_range(secs: u64) -> Result<Duration, DurationError> {
     if secs > MAX_DURATION_SECS {
-        return Err(format!(
-            "is too large: the most is {MAX_DURATION_SECS} seconds (8760h, 365 days); leave the line out for no timeout"
-        ));
+        return Err(DurationError::TooLarge);
     }
     Ok(Duration::from_secs(secs))
 }
@@ -370,7 +476,7 @@ pub fn check_duration_range(secs: u64) -> Result<Duration, String> {
 /// Parses `90`, `90s`, `5m`, `1h` into a duration of at most [`MAX_DURATION`]. Zero is
 /// refused: it would either mean "no time at all" or "no limit", and a reader cannot
 /// tell which was meant.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub fn parse_duration(value: &str) -> Result<Duration, DurationError> {
     let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => value.split_at(i),
         None => (value, ""),
@@ -379,42 +485,34 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => return Err(
-            "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
-                .into(),
-        ),
+        _ => return Err(DurationError::Syntax),
     };
     if digits.is_empty() {
-        return Err(
-            "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)"
-                .into(),
-        );
+        return Err(DurationError::Syntax);
     }
     // Only digits remain, so a failed parse is a number beyond u64: too large.
     let n: u64 = digits.parse().unwrap_or(u64::MAX);
     if n == 0 {
-        return Err("must be greater than zero; leave the line out for no timeout".into());
+        return Err(DurationError::Zero);
     }
     check_duration_range(n.saturating_mul(factor))
 }
 
 /// Lock names become file names under the lock directory, so they must not be able to
 /// name anything else.
-pub fn validate_lock_name(name: &str) -> Result<(), String> {
+pub fn validate_lock_name(name: &str) -> Result<(), LockNameError> {
     if name.is_empty() {
-        return Err("no lock name given".into());
+        return Err(LockNameError::Empty);
     }
     if name.len() > 64 {
-        return Err("lock names are at most 64 characters".into());
+        return Err(LockNameError::TooLong);
     }
     if name.starts_with('.')
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
-        return Err(
-            "lock names use letters, digits, '-', '_' and '.', and do not start with '.'".into(),
-        );
+        return Err(LockNameError::BadCharacter);
     }
     Ok(())
 }
@@ -546,12 +644,116 @@ mod tests {
         }
     }
 
+    /// The words each error prints (the dispatcher, `list`, `lint` and `doctor` show
+    /// them) and the remedy [`HeaderError::fix`] gives alone.
+    #[test]
+    fn messages_and_their_fixes() {
+        const LEAVE_OUT: Option<&str> = Some("leave the line out for no timeout");
+        for (line, reason, fix) in [
+            ("# mode: SYNC", "expected 'sync' or 'async'", None),
+            (
+                "# phases:",
+                "no phase given; list phases separated by spaces, or '*' for every phase",
+                Some("list phases separated by spaces, or '*' for every phase"),
+            ),
+            (
+                "# phases: * a",
+                "'*' already means every phase; do not combine it with names",
+                Some("do not combine it with names"),
+            ),
+            (
+                "# phases: a,b",
+                "phases are separated by spaces, not commas",
+                None,
+            ),
+            (
+                "# phases: a/b",
+                "phase \"a/b\" has characters outside letters, digits, '-', '_', '.' and ':'",
+                None,
+            ),
+            (
+                "# mk-job: yes",
+                "'mk-job' takes no value; write the line as '# mk-job'",
+                Some("write the line as '# mk-job'"),
+            ),
+            (
+                "# timeout: soon",
+                "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)",
+                None,
+            ),
+            (
+                "# timeout: 5d",
+                "expected a number of seconds, or a number followed by s, m or h (e.g. 90s, 5m, 1h)",
+                None,
+            ),
+            (
+                "# timeout: 0",
+                "must be greater than zero; leave the line out for no timeout",
+                LEAVE_OUT,
+            ),
+            (
+                "# timeout: 8761h",
+                "is too large: the most is 31536000 seconds (8760h, 365 days); leave the line out for no timeout",
+                LEAVE_OUT,
+            ),
+            (
+                "# on-error: ignore",
+                "expected 'abort', 'fail' or 'warn'",
+                None,
+            ),
+            ("# lock:", "no lock name given", None),
+            (
+                "# lock: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "lock names are at most 64 characters",
+                None,
+            ),
+            (
+                "# lock: ../etc",
+                "lock names use letters, digits, '-', '_' and '.', and do not start with '.'",
+                None,
+            ),
+            (
+                "# objects: 9-1",
+                "range \"9-1\" is backwards; write the lower bound first",
+                Some("write the lower bound first"),
+            ),
+            (
+                "# nice: 20",
+                "expected a whole number from 0 to 19 (19 = lowest CPU priority)",
+                None,
+            ),
+            ("# io-class: idle:1", "'idle' takes no level", None),
+            (
+                "# user: Not-A-Name",
+                "expected a user name, optionally ':' and a group name (e.g. nobody or backup:disk)",
+                None,
+            ),
+        ] {
+            let h = p(&format!("#!/bin/sh\n{line}\n"));
+            assert_eq!(h.errors.len(), 1, "{line}: {:?}", h.errors);
+            let e = &h.errors[0];
+            assert_eq!(e.reason.to_string(), reason, "{line}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "line 2: invalid value {:?} for '{}': {reason}",
+                    e.value, e.key
+                )
+            );
+            assert_eq!(e.fix().as_deref(), fix, "{line}");
+        }
+    }
+
     #[test]
     fn duplicate_key_is_an_error() {
         let h = p("#!/bin/sh\n# mode: sync\n# mode: async\n");
         assert_eq!(h.mode, Some(Mode::Sync));
         assert_eq!(h.errors.len(), 1);
-        assert!(h.errors[0].reason.contains("line 2"));
+        assert_eq!(
+            h.errors[0].to_string(),
+            "line 3: invalid value \"async\" for 'mode': 'mode' is already set on line 2; keep one line"
+        );
+        assert_eq!(h.errors[0].fix().as_deref(), Some("keep one line"));
     }
 
     #[test]
@@ -622,7 +824,7 @@ mod tests {
             "18446744073709551616",
             "99999999999999999999h",
         ] {
-            let e = parse_duration(huge).unwrap_err();
+            let e = parse_duration(huge).unwrap_err().to_string();
             assert!(e.contains("the most is 31536000 seconds"), "{huge}: {e}");
         }
         // What the limit promises: the dispatcher's arithmetic on it cannot overflow.

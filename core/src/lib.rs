@@ -10,6 +10,7 @@
 //! - [`supervise`]: async hooks under detached supervisors;
 //! - [`wrap`]: a command between pre and post hooks (the worker);
 //! - [`running`]: running markers and `lost` runs;
+//! - [`entry`]: the start every binary shares (supervisor, `--help`, `--version`);
 //! - [`config`], [`record`], [`job`], [`lock`], [`perms`], [`privilege`], [`metrics`],
 //!   [`mkjob`], [`logging`]: the supporting pieces.
 //!
@@ -20,6 +21,7 @@ pub mod config;
 pub mod contain;
 pub mod discover;
 pub mod dispatch;
+pub mod entry;
 pub mod error;
 /// The checks the fuzz targets in `fuzz/` run (tests and the `fuzzing` feature only).
 #[cfg(any(test, feature = "fuzzing"))]

@@ -16,16 +16,18 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::libc;
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::Mode;
 
 use crate::contain::Identity;
-use crate::perms::TrustError;
+use crate::header::LockNameError;
+use crate::perms::PermError;
 use crate::signals::SignalWatch;
 
 /// The built-in `lock_dir`; processes not running as root use a directory of their own
@@ -36,19 +38,43 @@ pub const DEFAULT_LOCK_DIR: &str = "/run/lock/hookrun";
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("lock name {name:?}: {why}")]
-    BadName { name: String, why: String },
+    BadName { name: String, why: LockNameError },
     #[error("lock directory: {0} (check lock_dir in the config)")]
-    Trust(#[from] TrustError),
+    Trust(#[from] PermError),
     #[error("lock directory {dir} is not safe: {why}; no lock there can be trusted (fix: {fix})")]
     Untrusted {
         dir: PathBuf,
         why: String,
         fix: String,
     },
-    #[error("cannot open lock file {path}: {why}")]
-    Open { path: PathBuf, why: String },
-    #[error("cannot lock {path}: {why}")]
-    Lock { path: PathBuf, why: String },
+    #[error("cannot open lock file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open lock file {path}: not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LockError {
+    /// The remedy alone: the lock directory's, when that is what is wrong.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            LockError::Trust(e) => e.fix(),
+            LockError::Untrusted { fix, .. } => Some(fix.clone()),
+            LockError::BadName { .. }
+            | LockError::Open { .. }
+            | LockError::NotAFile { .. }
+            | LockError::Lock { .. } => None,
+        }
+    }
 }
 
 /// Held while the guard lives; dropping it clears the owner line and releases the lock.
@@ -95,7 +121,7 @@ pub fn effective_dir(lock_dir: &Path) -> PathBuf {
 fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
     let euid = nix::unistd::geteuid().as_raw();
     crate::perms::open_trusted_dir(dir, euid, Some(0o700)).map_err(|e| match e {
-        TrustError::Owner { path, uid } if Path::new(&path) == dir => LockError::Untrusted {
+        PermError::Owner { path, uid, .. } if Path::new(&path) == dir => LockError::Untrusted {
             dir: dir.to_owned(),
             why: format!(
                 "it is owned by {} (uid {uid}), not by {} (uid {euid}) that takes the locks",
@@ -112,43 +138,32 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
 }
 
 pub fn open_lock_file(lock_dir: &Path, name: &str) -> Result<File, LockError> {
-    crate::header::validate_lock_name(name).map_err(|m| LockError::BadName {
+    crate::header::validate_lock_name(name).map_err(|why| LockError::BadName {
         name: name.to_owned(),
-        why: m.to_string(),
+        why,
     })?;
     let dir = effective_dir(lock_dir);
     let dirfd = open_dir(&dir)?;
-    let path = dir.join(format!("{name}.lock"));
-    let c = std::ffi::CString::new(format!("{name}.lock")).map_err(|_| LockError::BadName {
-        name: name.to_owned(),
-        why: "contains a NUL byte".into(),
+    let file_name = format!("{name}.lock");
+    // Relative to the directory just checked, never following a link.
+    let fd = nix::fcntl::openat(
+        &dirfd,
+        file_name.as_str(),
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| LockError::Open {
+        path: dir.join(&file_name),
+        source: e.into(),
     })?;
-    // SAFETY: openat(2) relative to the directory we checked, never following a link.
-    let fd = unsafe {
-        libc::openat(
-            dirfd.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(LockError::Open {
-            path,
-            why: std::io::Error::last_os_error().to_string(),
-        });
-    }
-    // SAFETY: a fresh descriptor from openat(2).
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = File::from(fd);
+    let path = || dir.join(&file_name);
     match file.metadata() {
         Ok(m) if m.is_file() => Ok(file),
-        Ok(_) => Err(LockError::Open {
-            path,
-            why: "not a regular file".into(),
-        }),
-        Err(e) => Err(LockError::Open {
-            path,
-            why: e.to_string(),
+        Ok(_) => Err(LockError::NotAFile { path: path() }),
+        Err(source) => Err(LockError::Open {
+            path: path(),
+            source,
         }),
     }
 }
@@ -190,9 +205,9 @@ pub fn try_acquire(lock_dir: &Path, name: &str) -> Result<Option<LockGuard>, Loc
             Ok(Some(LockGuard { file }))
         }
         Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(LockError::Lock {
+        Err(TryLockError::Error(source)) => Err(LockError::Lock {
             path: effective_dir(lock_dir).join(format!("{name}.lock")),
-            why: e.to_string(),
+            source,
         }),
     }
 }
@@ -224,10 +239,10 @@ pub fn acquire(
                 let _ = file.unlock();
             }
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
+            Err(TryLockError::Error(source)) => {
                 return LockWait::Failed(LockError::Lock {
                     path: effective_dir(lock_dir).join(format!("{name}.lock")),
-                    why: e.to_string(),
+                    source,
                 });
             }
         }
@@ -276,8 +291,8 @@ pub fn holder(lock_dir: &Path, name: &str) -> Option<String> {
     let meta = std::fs::metadata(&path).ok()?;
     let want = format!(
         "{:02x}:{:02x}:{}",
-        nix::libc::major(meta.dev()),
-        nix::libc::minor(meta.dev()),
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
         meta.ino()
     );
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
@@ -323,4 +338,57 @@ pub fn holder(lock_dir: &Path, name: &str) -> Option<String> {
         });
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_errors_carry_the_fix_of_the_lock_directory() {
+        let e = LockError::Trust(PermError::Writable {
+            what: crate::perms::Subject::Directory,
+            path: "/run/lock/hookrun".into(),
+            who: "others",
+        });
+        assert_eq!(
+            e.to_string(),
+            "lock directory: directory /run/lock/hookrun is writable by others, so anyone there could run code as root: chmod go-w /run/lock/hookrun (check lock_dir in the config)"
+        );
+        assert_eq!(e.fix().as_deref(), Some("chmod go-w /run/lock/hookrun"));
+        let e = LockError::Untrusted {
+            dir: "/run/lock/hookrun".into(),
+            why: "it is owned by nobody (uid 65534), not by root (uid 0) that takes the locks"
+                .into(),
+            fix: "rm -rf /run/lock/hookrun".into(),
+        };
+        assert_eq!(e.fix().as_deref(), Some("rm -rf /run/lock/hookrun"));
+        let e = open_lock_file(Path::new("/nonexistent"), "../x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lock name \"../x\": lock names use letters, digits, '-', '_' and '.', and do not start with '.'"
+        );
+        assert_eq!(e.fix(), None);
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().canonicalize().unwrap();
+        std::fs::create_dir(dir.join("x.lock")).unwrap();
+        let e = open_lock_file(&dir, "x").unwrap_err();
+        assert!(
+            matches!(e, LockError::Open { .. } | LockError::NotAFile { .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot open lock file {}",
+                dir.join("x.lock").display()
+            )),
+            "{e}"
+        );
+        open_lock_file(&dir, "y").expect("a fresh lock file");
+        assert!(dir.join("y.lock").is_file());
+    }
 }

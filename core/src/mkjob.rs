@@ -232,18 +232,12 @@ fn process_start(pid: u32) -> Option<SystemTime> {
     // The command name (field 2) may hold spaces and parentheses: count after its end.
     let after = &stat[stat.rfind(')')? + 1..];
     let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    // SAFETY: sysconf and clock_gettime only fill in values; `ts` is ours.
-    let (hz, since_boot) = unsafe {
-        let hz = nix::libc::sysconf(nix::libc::_SC_CLK_TCK);
-        let mut ts: nix::libc::timespec = std::mem::zeroed();
-        if hz <= 0 || nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &raw mut ts) != 0 {
-            return None;
-        }
-        (
-            hz as u64,
-            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
-        )
-    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&hz| hz > 0)? as u64;
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let since_boot = Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
     let boot = SystemTime::now().checked_sub(since_boot)?;
     Some(
         boot + Duration::from_secs(ticks / hz)

@@ -40,25 +40,50 @@ impl fmt::Display for ObjectPattern {
     }
 }
 
+/// Why an `# objects:` value is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces")]
+    Empty,
+    #[error("objects are separated by spaces, not commas")]
+    Commas,
+    #[error("object {0:?} contains '/' or a control character")]
+    BadCharacter(String),
+    #[error("range {0:?} is too large")]
+    RangeTooLarge(String),
+    #[error("range {0:?} is backwards; write the lower bound first")]
+    Backwards(String),
+}
+
+impl ObjectsError {
+    /// The remedy alone, where the message gives one after its "; ".
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            ObjectsError::Empty => {
+                Some("list VMIDs, ranges (200-299) or names (web-*) separated by spaces".into())
+            }
+            ObjectsError::Backwards(_) => Some("write the lower bound first".into()),
+            ObjectsError::Commas
+            | ObjectsError::BadCharacter(_)
+            | ObjectsError::RangeTooLarge(_) => None,
+        }
+    }
+}
+
 /// Parses the value of an `# objects:` line.
-pub fn parse_list(value: &str) -> Result<Vec<ObjectPattern>, String> {
+pub fn parse_list(value: &str) -> Result<Vec<ObjectPattern>, ObjectsError> {
     if value.trim().is_empty() {
-        return Err(
-            "no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces"
-                .into(),
-        );
+        return Err(ObjectsError::Empty);
     }
     value.split_ascii_whitespace().map(parse_one).collect()
 }
 
-fn parse_one(word: &str) -> Result<ObjectPattern, String> {
+fn parse_one(word: &str) -> Result<ObjectPattern, ObjectsError> {
     if word.contains(',') {
-        return Err("objects are separated by spaces, not commas".into());
+        return Err(ObjectsError::Commas);
     }
     if word.contains('/') || word.bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!(
-            "object {word:?} contains '/' or a control character"
-        ));
+        return Err(ObjectsError::BadCharacter(word.to_owned()));
     }
     if let Some((lo, hi)) = word.split_once('-')
         && !lo.is_empty()
@@ -68,12 +93,10 @@ fn parse_one(word: &str) -> Result<ObjectPattern, String> {
     {
         let (lo, hi): (u64, u64) = match (lo.parse(), hi.parse()) {
             (Ok(lo), Ok(hi)) => (lo, hi),
-            _ => return Err(format!("range {word:?} is too large")),
+            _ => return Err(ObjectsError::RangeTooLarge(word.to_owned())),
         };
         if lo > hi {
-            return Err(format!(
-                "range {word:?} is backwards; write the lower bound first"
-            ));
+            return Err(ObjectsError::Backwards(word.to_owned()));
         }
         return Ok(ObjectPattern::Range(lo, hi));
     }
@@ -152,5 +175,40 @@ mod tests {
         assert!(parse_list("5-1").is_err());
         assert!(parse_list("99999999999999999999999-1").is_err());
         assert!(parse_list("../x").is_err());
+    }
+
+    #[test]
+    fn messages_and_fixes() {
+        for (value, message, fix) in [
+            (
+                "",
+                "no object given; list VMIDs, ranges (200-299) or names (web-*) separated by spaces",
+                Some("list VMIDs, ranges (200-299) or names (web-*) separated by spaces"),
+            ),
+            (
+                "101,102",
+                "objects are separated by spaces, not commas",
+                None,
+            ),
+            (
+                "a/b",
+                "object \"a/b\" contains '/' or a control character",
+                None,
+            ),
+            (
+                "1-99999999999999999999999",
+                "range \"1-99999999999999999999999\" is too large",
+                None,
+            ),
+            (
+                "5-1",
+                "range \"5-1\" is backwards; write the lower bound first",
+                Some("write the lower bound first"),
+            ),
+        ] {
+            let e = parse_list(value).unwrap_err();
+            assert_eq!(e.to_string(), message);
+            assert_eq!(e.fix().as_deref(), fix, "{value}");
+        }
     }
 }

@@ -42,9 +42,27 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
-/// Why a directory cannot be trusted; each says the fix.
+/// What a refusal is about: the hook file or a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Hook,
+    Directory,
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Subject::Hook => "hook",
+            Subject::Directory => "directory",
+        })
+    }
+}
+
+/// Why a hook or a directory is refused. `Display` is the whole message (the words the
+/// dispatcher, `list`, `lint` and `doctor` print); [`PermError::fix`] is the remedy
+/// alone, the command at the end of that message.
 #[derive(Debug, thiserror::Error)]
-pub enum TrustError {
+pub enum PermError {
     #[error("directory {path} does not exist: mkdir -m 0755 {path}")]
     Missing { path: String },
     #[error(
@@ -52,9 +70,13 @@ pub enum TrustError {
     )]
     NotADirectory { path: String, wanted: String },
     #[error(
-        "directory {path} is writable by {who}, so anyone there could run code as root: chmod go-w {path}"
+        "{what} {path} is writable by {who}, so anyone there could run code as root: chmod go-w {path}"
     )]
-    Writable { path: String, who: &'static str },
+    Writable {
+        what: Subject,
+        path: String,
+        who: &'static str,
+    },
     #[error(
         "directory {path} (on the way to {wanted}) is writable by {who} without the sticky bit, so anyone there could swap what is below it: chmod go-w {path}"
     )]
@@ -63,8 +85,14 @@ pub enum TrustError {
         wanted: String,
         who: &'static str,
     },
-    #[error("directory {path} is owned by uid {uid}, not by root: chown root {path}")]
-    Owner { path: String, uid: u32 },
+    #[error("{what} {path} is owned by uid {uid}, not by root: chown root {path}")]
+    Owner {
+        what: Subject,
+        path: String,
+        uid: u32,
+    },
+    #[error("{path} is setuid/setgid; hooks never need that: chmod ug-s {path}")]
+    Setuid { path: String },
     #[error(
         "symlink {path} (on the way to {wanted}) is owned by uid {uid}, who could point it anywhere: chown -h root {path}, or use the real path"
     )]
@@ -75,6 +103,13 @@ pub enum TrustError {
     },
     #[error("too many symlinks on the way to {wanted}; use the real path")]
     SymlinkLoop { wanted: String },
+    /// A hook reached through a symlink whose chain or target directory is refused.
+    #[error("{link} is a symlink into an unsafe place: {source}")]
+    UnsafeSymlink {
+        link: String,
+        #[source]
+        source: Box<PermError>,
+    },
     #[error("cannot open {path}: {source}")]
     Io {
         path: String,
@@ -83,27 +118,59 @@ pub enum TrustError {
     },
 }
 
+impl PermError {
+    /// The command that fixes it, when there is one (the text after the message's last
+    /// ": "); `None` when the fix is a decision (remove it, point the setting elsewhere).
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            PermError::Missing { path } => Some(format!("mkdir -m 0755 {path}")),
+            PermError::Writable { path, .. } | PermError::AncestorWritable { path, .. } => {
+                Some(format!("chmod go-w {path}"))
+            }
+            PermError::Owner { path, .. } => Some(format!("chown root {path}")),
+            PermError::Setuid { path } => Some(format!("chmod ug-s {path}")),
+            PermError::SymlinkOwner { path, .. } => {
+                Some(format!("chown -h root {path}, or use the real path"))
+            }
+            PermError::UnsafeSymlink { source, .. } => source.fix(),
+            PermError::NotADirectory { .. }
+            | PermError::SymlinkLoop { .. }
+            | PermError::Io { .. } => None,
+        }
+    }
+
+    /// The message without its fix: what is wrong, for a report that shows the fix on a
+    /// line of its own. Every message with a fix ends in ": " and the fix.
+    pub fn problem(&self) -> String {
+        let message = self.to_string();
+        match self.fix() {
+            Some(fix) => {
+                let cut = message.len() - fix.len() - 2;
+                debug_assert_eq!(&message[cut..], format!(": {fix}"));
+                message[..cut].to_owned()
+            }
+            None => message,
+        }
+    }
+}
+
 /// Opens `path` as a trusted directory (see the module documentation), creating
 /// missing components with `create`'s mode when it is given. The descriptor returned is
 /// an `O_PATH` one: good for `openat`, `fstat` and `*at` calls relative to it.
-pub fn open_trusted_dir(
-    path: &Path,
-    euid: u32,
-    create: Option<u32>,
-) -> Result<OwnedFd, TrustError> {
+pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<OwnedFd, PermError> {
     let wanted = path.display().to_string();
     let abs = if path.is_absolute() {
         path.to_owned()
     } else {
         std::env::current_dir()
-            .map_err(|source| TrustError::Io {
+            .map_err(|source| PermError::Io {
                 path: wanted.clone(),
                 source,
             })?
             .join(path)
     };
     let open_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let io = |p: &Path, e: nix::errno::Errno| TrustError::Io {
+    let io = |p: &Path, e: nix::errno::Errno| PermError::Io {
         path: p.display().to_string(),
         source: e.into(),
     };
@@ -145,7 +212,7 @@ pub fn open_trusted_dir(
                         continue;
                     }
                     None => {
-                        return Err(TrustError::Missing {
+                        return Err(PermError::Missing {
                             path: here.display().to_string(),
                         });
                     }
@@ -155,7 +222,7 @@ pub fn open_trusted_dir(
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFLNK {
             if st.st_uid != 0 && st.st_uid != euid {
-                return Err(TrustError::SymlinkOwner {
+                return Err(PermError::SymlinkOwner {
                     path: here.display().to_string(),
                     wanted,
                     uid: st.st_uid,
@@ -163,7 +230,7 @@ pub fn open_trusted_dir(
             }
             hops += 1;
             if hops > 40 {
-                return Err(TrustError::SymlinkLoop { wanted });
+                return Err(PermError::SymlinkLoop { wanted });
             }
             let target =
                 nix::fcntl::readlinkat(parent, name.as_os_str()).map_err(|e| io(&here, e))?;
@@ -177,7 +244,7 @@ pub fn open_trusted_dir(
             continue;
         }
         if kind != SFlag::S_IFDIR {
-            return Err(TrustError::NotADirectory {
+            return Err(PermError::NotADirectory {
                 path: here.display().to_string(),
                 wanted,
             });
@@ -196,17 +263,19 @@ pub fn open_trusted_dir(
         st.st_mode,
         st.st_uid,
         euid,
-        "directory",
+        Subject::Directory,
     )
     .map_err(|_| {
         let p = real.display().to_string();
         if st.st_uid != 0 && st.st_uid != euid {
-            TrustError::Owner {
+            PermError::Owner {
+                what: Subject::Directory,
                 path: p,
                 uid: st.st_uid,
             }
         } else {
-            TrustError::Writable {
+            PermError::Writable {
+                what: Subject::Directory,
                 path: p,
                 who: writers(st.st_mode),
             }
@@ -227,8 +296,8 @@ fn components(p: &Path) -> std::collections::VecDeque<OsString> {
         .collect()
 }
 
-fn fstat(fd: &OwnedFd, path: &Path) -> Result<FileStat, TrustError> {
-    nix::sys::stat::fstat(fd.as_fd()).map_err(|e| TrustError::Io {
+fn fstat(fd: &OwnedFd, path: &Path) -> Result<FileStat, PermError> {
+    nix::sys::stat::fstat(fd.as_fd()).map_err(|e| PermError::Io {
         path: path.display().to_string(),
         source: e.into(),
     })
@@ -244,16 +313,17 @@ fn writers(mode: u32) -> &'static str {
 
 /// The rule for a directory on the way: owned by root or the user, and writable by
 /// others only when sticky.
-fn check_ancestor(st: &FileStat, path: &Path, euid: u32, wanted: &str) -> Result<(), TrustError> {
+fn check_ancestor(st: &FileStat, path: &Path, euid: u32, wanted: &str) -> Result<(), PermError> {
     let p = path.display().to_string();
     if st.st_uid != 0 && st.st_uid != euid {
-        return Err(TrustError::Owner {
+        return Err(PermError::Owner {
+            what: Subject::Directory,
             path: p,
             uid: st.st_uid,
         });
     }
     if st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0 {
-        return Err(TrustError::AncestorWritable {
+        return Err(PermError::AncestorWritable {
             path: p,
             wanted: wanted.to_owned(),
             who: writers(st.st_mode),
@@ -265,43 +335,43 @@ fn check_ancestor(st: &FileStat, path: &Path, euid: u32, wanted: &str) -> Result
 use std::os::unix::fs::MetadataExt;
 
 /// Checks a hook's target file, given its metadata (symlinks already followed).
-pub fn check_hook(path: &Path, meta: &std::fs::Metadata, euid: u32) -> Result<(), String> {
-    let mode = meta.mode();
-    let p = path.display();
-    if mode & 0o6000 != 0 {
-        return Err(format!(
-            "{p} is setuid/setgid; hooks never need that: chmod ug-s {p}"
-        ));
-    }
-    check_common(&p.to_string(), mode, meta.uid(), euid, "hook")
+pub fn check_hook(path: &Path, meta: &std::fs::Metadata, euid: u32) -> Result<(), PermError> {
+    check_file(&path.display().to_string(), meta.mode(), meta.uid(), euid)
 }
 
 /// Checks a directory that hooks are run from.
-pub fn check_dir(path: &Path, meta: &std::fs::Metadata, euid: u32) -> Result<(), String> {
+pub fn check_dir(path: &Path, meta: &std::fs::Metadata, euid: u32) -> Result<(), PermError> {
     check_common(
         &path.display().to_string(),
         meta.mode(),
         meta.uid(),
         euid,
-        "directory",
+        Subject::Directory,
     )
 }
 
-fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: &str) -> Result<(), String> {
+/// The rule for the file a hook is: no setuid/setgid, then [`check_common`].
+fn check_file(p: &str, mode: u32, uid: u32, euid: u32) -> Result<(), PermError> {
+    if mode & 0o6000 != 0 {
+        return Err(PermError::Setuid { path: p.to_owned() });
+    }
+    check_common(p, mode, uid, euid, Subject::Hook)
+}
+
+fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: Subject) -> Result<(), PermError> {
     if mode & 0o022 != 0 {
-        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
-            (true, true) => "group and others",
-            (true, false) => "its group",
-            _ => "others",
-        };
-        return Err(format!(
-            "{what} {p} is writable by {who}, so anyone there could run code as root: chmod go-w {p}"
-        ));
+        return Err(PermError::Writable {
+            what,
+            path: p.to_owned(),
+            who: writers(mode),
+        });
     }
     if uid != 0 && uid != euid {
-        return Err(format!(
-            "{what} {p} is owned by uid {uid}, not by root: chown root {p}"
-        ));
+        return Err(PermError::Owner {
+            what,
+            path: p.to_owned(),
+            uid,
+        });
     }
     Ok(())
 }
@@ -310,27 +380,34 @@ fn check_common(p: &str, mode: u32, uid: u32, euid: u32, what: &str) -> Result<(
 /// symlink of the chain) must be trusted too, or whoever can write there can swap the
 /// file. Walks the link itself, never a canonicalized path: an untrusted symlink in the
 /// middle of the chain could be re-pointed after a canonicalization.
-pub fn check_symlink_target_dir(link: &Path, euid: u32) -> Result<(), String> {
+pub fn check_symlink_target_dir(link: &Path, euid: u32) -> Result<(), PermError> {
     resolve_hook(link, euid)
         .map(|_| ())
-        .map_err(|(_, m)| format!("{} is a symlink into an unsafe place: {m}", link.display()))
+        .map_err(|(_, e)| unsafe_symlink(link, e))
+}
+
+fn unsafe_symlink(link: &Path, e: PermError) -> PermError {
+    PermError::UnsafeSymlink {
+        link: link.display().to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// Follows `path` (a file in a trusted directory) through its symlinks, each target's
 /// directory walked with [`open_trusted_dir`]. Returns the metadata of the file at the
 /// end by descriptor, `None` when something on the way does not exist. An error comes
 /// with the number of links followed before it (0: the hook's own directory).
-fn resolve_hook(path: &Path, euid: u32) -> Result<Option<FileStat>, (usize, TrustError)> {
+fn resolve_hook(path: &Path, euid: u32) -> Result<Option<FileStat>, (usize, PermError)> {
     let mut current = path.to_owned();
     for hop in 0..40 {
         let (dir, name) = split(&current);
-        let io = |e: nix::errno::Errno| TrustError::Io {
+        let io = |e: nix::errno::Errno| PermError::Io {
             path: current.display().to_string(),
             source: e.into(),
         };
         let dirfd = match open_trusted_dir(&dir, euid, None) {
             Ok(fd) => fd,
-            Err(TrustError::Missing { .. }) => return Ok(None),
+            Err(PermError::Missing { .. }) => return Ok(None),
             Err(e) => return Err((hop, e)),
         };
         let st =
@@ -345,7 +422,7 @@ fn resolve_hook(path: &Path, euid: u32) -> Result<Option<FileStat>, (usize, Trus
         if st.st_uid != 0 && st.st_uid != euid {
             return Err((
                 hop + 1,
-                TrustError::SymlinkOwner {
+                PermError::SymlinkOwner {
                     path: current.display().to_string(),
                     wanted: path.display().to_string(),
                     uid: st.st_uid,
@@ -358,7 +435,7 @@ fn resolve_hook(path: &Path, euid: u32) -> Result<Option<FileStat>, (usize, Trus
     }
     Err((
         40,
-        TrustError::SymlinkLoop {
+        PermError::SymlinkLoop {
             wanted: path.display().to_string(),
         },
     ))
@@ -389,38 +466,43 @@ fn split(path: &Path) -> (PathBuf, OsString) {
 /// dispatch, or anyone during a long one, may have changed its mode or replaced it
 /// since, and what is checked must be what is about to be executed. A file that has
 /// vanished passes here; starting it then fails with a message of its own.
-pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), String> {
+pub fn verify_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), PermError> {
     if entry.candidate().is_none() {
         return Ok(());
     }
     // One walk: the hook's directory and its ancestors first, then each link's target.
     let st = resolve_hook(&entry.path, euid).map_err(|(hop, e)| {
         if hop == 0 {
-            e.to_string()
+            e
         } else {
-            format!(
-                "{} is a symlink into an unsafe place: {e}",
-                entry.path.display()
-            )
+            unsafe_symlink(&entry.path, e)
         }
     })?;
     let Some(st) = st else {
         return Ok(());
     };
-    let p = entry.path.display();
-    if st.st_mode & 0o6000 != 0 {
-        return Err(format!(
-            "{p} is setuid/setgid; hooks never need that: chmod ug-s {p}"
-        ));
-    }
-    check_common(&p.to_string(), st.st_mode, st.st_uid, euid, "hook")
+    check_file(
+        &entry.path.display().to_string(),
+        st.st_mode,
+        st.st_uid,
+        euid,
+    )
 }
 
 /// Checks the hooks directory and every directory above it ([`open_trusted_dir`]).
+pub fn verify_dir_path(dir: &Path, euid: u32) -> Result<(), PermError> {
+    open_trusted_dir(dir, euid, None).map(|_| ())
+}
+
+/// [`verify_entry`] as the message alone, for callers that still cut the fix out of the
+/// text (the cli's doctor); new code uses [`verify_entry`] and [`PermError::fix`].
+pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), String> {
+    verify_entry(entry, euid).map_err(|e| e.to_string())
+}
+
+/// [`verify_dir_path`] as the message alone (see [`check_entry`]).
 pub fn check_dir_path(dir: &Path, euid: u32) -> Result<(), String> {
-    open_trusted_dir(dir, euid, None)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    verify_dir_path(dir, euid).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -441,21 +523,33 @@ mod tests {
     fn modes() {
         let euid = nix::unistd::geteuid().as_raw();
         let (_d, p, m) = meta_with(0o755);
-        assert_eq!(check_hook(&p, &m, euid), Ok(()));
+        check_hook(&p, &m, euid).unwrap();
         let (_d, p, m) = meta_with(0o775);
-        assert!(check_hook(&p, &m, euid).unwrap_err().contains("chmod go-w"));
+        assert!(
+            check_hook(&p, &m, euid)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod go-w")
+        );
         let (_d, p, m) = meta_with(0o757);
         assert!(
             check_hook(&p, &m, euid)
                 .unwrap_err()
+                .to_string()
                 .contains("writable by others")
         );
         let (_d, p, m) = meta_with(0o4755);
-        assert!(check_hook(&p, &m, euid).unwrap_err().contains("chmod ug-s"));
+        assert!(
+            check_hook(&p, &m, euid)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod ug-s")
+        );
         let (_d, p, m) = meta_with(0o2755);
         assert!(
             check_hook(&p, &m, euid)
                 .unwrap_err()
+                .to_string()
                 .contains("setuid/setgid")
         );
     }
@@ -483,7 +577,7 @@ mod tests {
         mkdir(&open, 0o777);
         mkdir(&open.join("hooks.d"), 0o755);
         let e = open_trusted_dir(&open.join("hooks.d"), euid(), None).unwrap_err();
-        assert!(matches!(e, TrustError::AncestorWritable { .. }), "{e}");
+        assert!(matches!(e, PermError::AncestorWritable { .. }), "{e}");
         let m = e.to_string();
         assert!(
             m.contains(&format!("chmod go-w {}", open.display()))
@@ -492,13 +586,15 @@ mod tests {
         );
         // Group-writable is as bad.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
-        let m = check_dir_path(&open.join("hooks.d"), euid()).unwrap_err();
+        let m = verify_dir_path(&open.join("hooks.d"), euid())
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("writable by its group"), "{m}");
         // Sticky, like /tmp: others cannot rename or remove what is ours.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         open_trusted_dir(&open.join("hooks.d"), euid(), None).unwrap();
         // But the directory itself may never be writable by others, sticky or not.
-        let m = check_dir_path(&open, euid()).unwrap_err();
+        let m = verify_dir_path(&open, euid()).unwrap_err().to_string();
         assert!(m.contains(&format!("chmod go-w {}", open.display())), "{m}");
         // Walking through `..` judges the directories actually walked.
         let via = open.join("hooks.d/../hooks.d");
@@ -516,7 +612,7 @@ mod tests {
         );
         std::fs::write(root.join("file"), "").unwrap();
         let e = open_trusted_dir(&root.join("file/x"), euid(), None).unwrap_err();
-        assert!(matches!(e, TrustError::NotADirectory { .. }), "{e}");
+        assert!(matches!(e, PermError::NotADirectory { .. }), "{e}");
     }
 
     #[test]
@@ -547,10 +643,10 @@ mod tests {
         mkdir(&open.join("d"), 0o755);
         std::os::unix::fs::symlink(open.join("d"), root.join("to-open")).unwrap();
         let e = open_trusted_dir(&root.join("to-open"), euid(), None).unwrap_err();
-        assert!(matches!(e, TrustError::AncestorWritable { .. }), "{e}");
+        assert!(matches!(e, PermError::AncestorWritable { .. }), "{e}");
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         let e = open_trusted_dir(&root.join("loop"), euid(), None).unwrap_err();
-        assert!(matches!(e, TrustError::SymlinkLoop { .. }), "{e}");
+        assert!(matches!(e, PermError::SymlinkLoop { .. }), "{e}");
     }
 
     #[test]
@@ -573,14 +669,14 @@ mod tests {
         );
         // Squatting: a directory someone else created where ours was to be.
         let e = open_trusted_dir(&theirs, 0, Some(0o755)).unwrap_err();
-        assert!(matches!(e, TrustError::Owner { uid: 65534, .. }), "{e}");
+        assert!(matches!(e, PermError::Owner { uid: 65534, .. }), "{e}");
         // A symlink someone else planted (in /tmp or /run/lock anyone can) is not followed.
         mkdir(&root.join("real"), 0o755);
         std::os::unix::fs::symlink(root.join("real"), root.join("planted")).unwrap();
         std::os::unix::fs::lchown(root.join("planted"), Some(65534), None).unwrap();
         let e = open_trusted_dir(&root.join("planted"), 0, Some(0o755)).unwrap_err();
         assert!(
-            matches!(e, TrustError::SymlinkOwner { uid: 65534, .. }),
+            matches!(e, PermError::SymlinkOwner { uid: 65534, .. }),
             "{e}"
         );
         assert!(e.to_string().contains("chown -h root"), "{e}");
@@ -591,11 +687,102 @@ mod tests {
     #[test]
     fn owner() {
         assert!(
-            check_common("/x", 0o755, 1234, 0, "hook")
+            check_common("/x", 0o755, 1234, 0, Subject::Hook)
                 .unwrap_err()
+                .to_string()
                 .contains("chown root /x")
         );
-        assert_eq!(check_common("/x", 0o755, 1234, 1234, "hook"), Ok(()));
-        assert_eq!(check_common("/x", 0o755, 0, 1234, "hook"), Ok(()));
+        check_common("/x", 0o755, 1234, 1234, Subject::Hook).unwrap();
+        check_common("/x", 0o755, 0, 1234, Subject::Hook).unwrap();
+    }
+
+    /// What the cli's doctor has done so far to get a fix: cut the message at the last
+    /// ": " that a command follows. The typed fix must give the same text.
+    fn split_fix(msg: &str) -> (String, Option<String>) {
+        for (i, _) in msg.rmatch_indices(": ") {
+            let rest = &msg[i + 2..];
+            if ["chmod ", "chown ", "mkdir "]
+                .iter()
+                .any(|p| rest.starts_with(p))
+            {
+                return (msg[..i].to_owned(), Some(rest.to_owned()));
+            }
+        }
+        (msg.to_owned(), None)
+    }
+
+    #[test]
+    fn the_typed_fix_is_the_command_at_the_end_of_the_message() {
+        let p = || "/etc/hookrun/vzdump.d".to_owned();
+        let every = [
+            PermError::Missing { path: p() },
+            PermError::NotADirectory {
+                path: p(),
+                wanted: "/x".into(),
+            },
+            PermError::Writable {
+                what: Subject::Hook,
+                path: p(),
+                who: "others",
+            },
+            PermError::Writable {
+                what: Subject::Directory,
+                path: p(),
+                who: "its group",
+            },
+            PermError::AncestorWritable {
+                path: p(),
+                wanted: "/x".into(),
+                who: "group and others",
+            },
+            PermError::Owner {
+                what: Subject::Directory,
+                path: p(),
+                uid: 1000,
+            },
+            PermError::Setuid { path: p() },
+            PermError::SymlinkOwner {
+                path: p(),
+                wanted: "/x".into(),
+                uid: 1000,
+            },
+            PermError::SymlinkLoop { wanted: p() },
+            PermError::UnsafeSymlink {
+                link: "/etc/hookrun/vzdump.d/10-x".into(),
+                source: Box::new(PermError::Owner {
+                    what: Subject::Directory,
+                    path: "/srv/scripts".into(),
+                    uid: 1000,
+                }),
+            },
+            PermError::Io {
+                path: p(),
+                source: std::io::Error::from_raw_os_error(13),
+            },
+        ];
+        let mut with_fix = 0;
+        for e in &every {
+            let (problem, cut) = split_fix(&e.to_string());
+            assert_eq!(e.fix(), cut, "{e}");
+            assert_eq!(e.problem(), problem, "{e}");
+            with_fix += usize::from(cut.is_some());
+        }
+        assert_eq!(with_fix, 8);
+        // And the same for errors the checks actually return.
+        let (_d, p, m) = meta_with(0o4757);
+        let e = check_hook(&p, &m, euid()).unwrap_err();
+        assert_eq!(e.fix(), Some(format!("chmod ug-s {}", p.display())));
+        assert_eq!(
+            e.problem(),
+            format!("{} is setuid/setgid; hooks never need that", p.display())
+        );
+        assert_eq!(e.fix(), split_fix(&e.to_string()).1);
+        let (_d, root) = root_dir();
+        let e = verify_dir_path(&root.join("nope"), euid()).unwrap_err();
+        assert_eq!(e.fix(), split_fix(&e.to_string()).1);
+        assert!(
+            e.fix().is_some_and(|f| f.starts_with("mkdir -m 0755 ")),
+            "{e}"
+        );
     }
 }

@@ -153,18 +153,60 @@ impl fmt::Display for IoClass {
     }
 }
 
+const IO_EXPECTED: &str = "expected 'idle', 'best-effort' or 'realtime', optionally with a level ':0' (highest) to ':7' (e.g. best-effort:7)";
+
+/// Why a `# nice:`, `# io-class:` or `# user:` value (or the config's `nice`,
+/// `io_class`) is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("expected a whole number from 0 to 19 (19 = lowest CPU priority)")]
+    Nice,
+    #[error("level {level:?}: {}", IO_EXPECTED)]
+    IoLevel { level: String },
+    #[error("'idle' takes no level")]
+    IdleLevel,
+    #[error("{}", IO_EXPECTED)]
+    IoClass,
+    #[error("expected a user name, optionally ':' and a group name (e.g. nobody or backup:disk)")]
+    UserSyntax,
+    #[error(
+        "user '{user}' does not exist in {}; create it (useradd --system {user}) or name an existing user",
+        PASSWD
+    )]
+    NoUser { user: String },
+    #[error(
+        "group '{group}' does not exist in {}; create it (groupadd --system {group}) or name an existing group",
+        GROUP
+    )]
+    NoGroup { group: String },
+}
+
+impl KeyError {
+    /// The remedy alone, where the message gives one after its "; ".
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            KeyError::NoUser { user } => Some(format!(
+                "create it (useradd --system {user}) or name an existing user"
+            )),
+            KeyError::NoGroup { group } => Some(format!(
+                "create it (groupadd --system {group}) or name an existing group"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// `# nice: N`, 0 (the default) to 19 (lowest priority). Negative values would raise a
 /// hook above the platform it runs for, so they are not offered.
-pub fn parse_nice(value: &str) -> Result<u8, String> {
+pub fn parse_nice(value: &str) -> Result<u8, KeyError> {
     match value.parse::<u8>() {
         Ok(n) if n <= 19 && !value.starts_with('+') => Ok(n),
-        _ => Err("expected a whole number from 0 to 19 (19 = lowest CPU priority)".into()),
+        _ => Err(KeyError::Nice),
     }
 }
 
 /// `# io-class: idle | best-effort[:0-7] | realtime[:0-7]`.
-pub fn parse_io_class(value: &str) -> Result<IoClass, String> {
-    const EXPECTED: &str = "expected 'idle', 'best-effort' or 'realtime', optionally with a level ':0' (highest) to ':7' (e.g. best-effort:7)";
+pub fn parse_io_class(value: &str) -> Result<IoClass, KeyError> {
     let (class, level) = match value.split_once(':') {
         Some((c, l)) => (c.trim(), Some(l.trim())),
         None => (value, None),
@@ -173,15 +215,19 @@ pub fn parse_io_class(value: &str) -> Result<IoClass, String> {
         None => None,
         Some(l) => match l.parse::<u8>() {
             Ok(n) if n <= 7 && !l.starts_with('+') => Some(n),
-            _ => return Err(format!("level {l:?}: {EXPECTED}")),
+            _ => {
+                return Err(KeyError::IoLevel {
+                    level: l.to_owned(),
+                });
+            }
         },
     };
     match class {
         "idle" if level.is_none() => Ok(IoClass::Idle),
-        "idle" => Err("'idle' takes no level".into()),
+        "idle" => Err(KeyError::IdleLevel),
         "best-effort" => Ok(IoClass::BestEffort(level.unwrap_or(DEFAULT_IO_LEVEL))),
         "realtime" => Ok(IoClass::Realtime(level.unwrap_or(DEFAULT_IO_LEVEL))),
-        _ => Err(EXPECTED.into()),
+        _ => Err(KeyError::IoClass),
     }
 }
 
@@ -210,29 +256,24 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// `# user: NAME[:GROUP]`, resolved against `/etc/passwd` and `/etc/group`.
-pub fn parse_user(value: &str) -> Result<Identity, String> {
+pub fn parse_user(value: &str) -> Result<Identity, KeyError> {
     resolve_user(value, &read(Path::new(PASSWD)), &read(Path::new(GROUP)))
 }
 
 /// [`parse_user`] against the given file contents.
-pub fn resolve_user(value: &str, passwd: &str, group: &str) -> Result<Identity, String> {
+pub fn resolve_user(value: &str, passwd: &str, group: &str) -> Result<Identity, KeyError> {
     let (user, group_name) = match value.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (value, None),
     };
     if !valid_name(user) || group_name.is_some_and(|g| !valid_name(g)) {
-        return Err(
-            "expected a user name, optionally ':' and a group name (e.g. nobody or backup:disk)"
-                .into(),
-        );
+        return Err(KeyError::UserSyntax);
     }
     let entry = parse_passwd(passwd)
         .into_iter()
         .find(|e| e.name == user)
-        .ok_or_else(|| {
-            format!(
-                "user '{user}' does not exist in {PASSWD}; create it (useradd --system {user}) or name an existing user"
-            )
+        .ok_or_else(|| KeyError::NoUser {
+            user: user.to_owned(),
         })?;
     let groups = parse_group(group);
     let gid = match group_name {
@@ -241,10 +282,8 @@ pub fn resolve_user(value: &str, passwd: &str, group: &str) -> Result<Identity, 
             groups
                 .iter()
                 .find(|e| e.name == g)
-                .ok_or_else(|| {
-                    format!(
-                        "group '{g}' does not exist in {GROUP}; create it (groupadd --system {g}) or name an existing group"
-                    )
+                .ok_or_else(|| KeyError::NoGroup {
+                    group: g.to_owned(),
                 })?
                 .gid
         }
@@ -447,6 +486,18 @@ mod tests {
         ] {
             assert!(parse_io_class(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_io_class("best-effort:8").unwrap_err().to_string(),
+            "level \"8\": expected 'idle', 'best-effort' or 'realtime', optionally with a level ':0' (highest) to ':7' (e.g. best-effort:7)"
+        );
+        assert_eq!(
+            parse_io_class("be").unwrap_err().to_string(),
+            "expected 'idle', 'best-effort' or 'realtime', optionally with a level ':0' (highest) to ':7' (e.g. best-effort:7)"
+        );
+        assert_eq!(
+            parse_nice("20").unwrap_err().to_string(),
+            "expected a whole number from 0 to 19 (19 = lowest CPU priority)"
+        );
     }
 
     #[test]
@@ -463,9 +514,19 @@ mod tests {
             (34, 6, &[6, 26][..])
         );
         let e = resolve_user("nosuch", passwd, group).expect_err("no such user");
-        assert!(e.contains("does not exist") && e.contains("useradd"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "user 'nosuch' does not exist in /etc/passwd; create it (useradd --system nosuch) or name an existing user"
+        );
+        assert_eq!(
+            e.fix().as_deref(),
+            Some("create it (useradd --system nosuch) or name an existing user")
+        );
         let e = resolve_user("backup:nogroup", passwd, group).expect_err("no such group");
-        assert!(e.contains("group 'nogroup' does not exist"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "group 'nogroup' does not exist in /etc/group; create it (groupadd --system nogroup) or name an existing group"
+        );
         for bad in ["", "Root", "a b", "x:", ":g", "0abc", "a/b"] {
             assert!(resolve_user(bad, passwd, group).is_err(), "{bad:?}");
         }

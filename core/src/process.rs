@@ -20,13 +20,14 @@
 
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
@@ -209,18 +210,22 @@ pub fn run_sync(cmd: &SyncCommand<'_>, signals: &mut SignalWatch) -> RunResult {
 
 /// Whether stdin is a terminal whose foreground process group is ours.
 pub(crate) fn stdin_is_foreground_terminal() -> bool {
-    // SAFETY: plain queries on descriptor 0.
-    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
+    let stdin = std::io::stdin();
+    nix::unistd::isatty(stdin.as_fd()).unwrap_or(false)
+        && nix::unistd::tcgetpgrp(stdin.as_fd()) == Ok(nix::unistd::getpgrp())
 }
 
 /// Makes our process group the terminal's foreground group again.
 fn reclaim_terminal() {
+    use nix::sys::signal::{SigHandler, signal};
     // SAFETY: SIGTTOU is ignored only around the call, so a background tcsetpgrp does
-    // not stop us; the previous disposition is restored.
+    // not stop us; the previous disposition, whatever it was, is put back as it was.
     unsafe {
-        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-        libc::tcsetpgrp(0, libc::getpgrp());
-        libc::signal(libc::SIGTTOU, old);
+        let old = signal(Signal::SIGTTOU, SigHandler::SigIgn);
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin().as_fd(), nix::unistd::getpgrp());
+        if let Ok(old) = old {
+            let _ = signal(Signal::SIGTTOU, old);
+        }
     }
 }
 
@@ -280,6 +285,8 @@ impl Sink {
     }
 
     fn kind_of(fd: i32) -> SinkKind {
+        // Raw: the descriptor may be closed, which is an answer here, and a `BorrowedFd`
+        // of a closed descriptor would be invalid.
         // SAFETY: fstat into a zeroed buffer on one of our standard descriptors.
         unsafe {
             let mut st: libc::stat = std::mem::zeroed();
@@ -312,22 +319,19 @@ impl Sink {
     fn flush(&mut self) {
         while self.pending() > 0 && !self.broken {
             let data = &self.queue[self.sent..];
-            let n = match self.kind {
-                SinkKind::Closed => data.len() as isize,
-                SinkKind::File => raw_write(self.fd, data),
+            let written = match self.kind {
+                SinkKind::Closed => Ok(data.len()),
+                SinkKind::File => nix::unistd::write(self.borrowed(), data),
                 SinkKind::Socket => {
-                    // SAFETY: send on our own descriptor from a live buffer.
-                    unsafe {
-                        libc::send(
-                            self.fd,
-                            data.as_ptr().cast(),
-                            data.len(),
-                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                        )
-                    }
+                    use nix::sys::socket::MsgFlags;
+                    nix::sys::socket::send(
+                        self.fd,
+                        data,
+                        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    )
                 }
                 SinkKind::Pipe | SinkKind::Terminal => {
-                    if !writable_now(self.fd) {
+                    if !writable_now(self.borrowed()) {
                         return;
                     }
                     let limit = if self.kind == SinkKind::Pipe {
@@ -335,29 +339,28 @@ impl Sink {
                     } else {
                         256
                     };
-                    raw_write(self.fd, &data[..data.len().min(limit)])
+                    nix::unistd::write(self.borrowed(), &data[..data.len().min(limit)])
                 }
             };
-            if n < 0 {
-                match std::io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EAGAIN | libc::EINTR) => return,
-                    // The reader is gone: the caller went away.
-                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
-                        self.broken = true;
-                        self.queue.clear();
-                        self.sent = 0;
-                        return;
-                    }
-                    // A full disk under an async log, EIO on a terminal: this output is
-                    // lost, the hook is not stopped for it (the record says how it ended).
-                    _ => {
-                        self.queue.clear();
-                        self.sent = 0;
-                        return;
-                    }
+            let n = match written {
+                Ok(n) => n,
+                Err(Errno::EAGAIN | Errno::EINTR) => return,
+                // The reader is gone: the caller went away.
+                Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                    self.broken = true;
+                    self.queue.clear();
+                    self.sent = 0;
+                    return;
                 }
-            }
-            self.sent += n as usize;
+                // A full disk under an async log, EIO on a terminal: this output is
+                // lost, the hook is not stopped for it (the record says how it ended).
+                Err(_) => {
+                    self.queue.clear();
+                    self.sent = 0;
+                    return;
+                }
+            };
+            self.sent += n;
         }
         if self.pending() == 0 {
             self.queue.clear();
@@ -387,32 +390,24 @@ impl Sink {
     }
 }
 
-fn raw_write(fd: i32, data: &[u8]) -> isize {
-    // SAFETY: write from a live buffer to one of our descriptors.
-    unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) }
-}
-
-/// What `poll` reports for `fd` right now, without waiting (0 when nothing).
-fn poll_now(fd: i32, events: libc::c_short) -> libc::c_short {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: poll on one pollfd we own, without waiting.
-    let rc = unsafe { libc::poll(&raw mut p, 1, 0) };
-    if rc > 0 { p.revents } else { 0 }
+/// What `poll` reports for `fd` right now, without waiting (empty when nothing).
+fn poll_now(fd: BorrowedFd<'_>, events: PollFlags) -> PollFlags {
+    let mut p = [PollFd::new(fd, events)];
+    match poll(&mut p, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => p[0].revents().unwrap_or(PollFlags::empty()),
+        _ => PollFlags::empty(),
+    }
 }
 
 /// Whether a write to `fd` would not block now. POLLERR/POLLHUP also count: the write
 /// then reports EPIPE, which is the answer.
-fn writable_now(fd: i32) -> bool {
-    poll_now(fd, libc::POLLOUT) != 0
+fn writable_now(fd: BorrowedFd<'_>) -> bool {
+    !poll_now(fd, PollFlags::POLLOUT).is_empty()
 }
 
 /// Whether the reading end of our pipe or socket `fd` has been closed.
-fn reader_gone(fd: i32) -> bool {
-    poll_now(fd, 0) & (libc::POLLERR | libc::POLLHUP) != 0
+fn reader_gone(fd: BorrowedFd<'_>) -> bool {
+    poll_now(fd, PollFlags::empty()).intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
 }
 
 struct Supervisor<'a> {
@@ -461,15 +456,12 @@ impl<'a> Supervisor<'a> {
             && payload.len() > 64 * 1024
         {
             let size = payload.len().min(1 << 20) as libc::c_int;
-            // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own.
-            unsafe {
-                libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size);
-            }
+            let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
         }
         for fd in [
-            stdout.as_ref().map(|f| f.as_raw_fd()),
-            stderr.as_ref().map(|f| f.as_raw_fd()),
-            stdin.as_ref().map(|f| f.as_raw_fd()),
+            stdout.as_ref().map(|f| f.as_fd()),
+            stderr.as_ref().map(|f| f.as_fd()),
+            stdin.as_ref().map(|f| f.as_fd()),
         ]
         .into_iter()
         .flatten()
@@ -647,6 +639,7 @@ impl<'a> Supervisor<'a> {
 
     /// Reaps the hook leader with its resource use.
     fn reap(&mut self) {
+        // Raw: nix has no wait4, and the hook's own resource use is only there.
         // SAFETY: wait4 on our own child into zeroed plain-data buffers.
         let (rc, status, ru) = unsafe {
             let mut status: libc::c_int = 0;
@@ -768,7 +761,10 @@ impl<'a> Supervisor<'a> {
             self.err.flush();
             // POLLERR with nothing to write: the reader is gone.
             for sink in [&mut self.out, &mut self.err] {
-                if sink.pending() == 0 && sink.poll_flags().is_some() && reader_gone(sink.fd) {
+                if sink.pending() == 0
+                    && sink.poll_flags().is_some()
+                    && reader_gone(sink.borrowed())
+                {
                     sink.broken = true;
                 }
             }
@@ -954,24 +950,18 @@ fn usage_of(ru: &libc::rusage) -> Usage {
 pub fn reap_zombies() {
     let leader = LEADER.load(Ordering::Relaxed);
     loop {
-        // SAFETY: waitid with WNOWAIT only reads which child has exited into `info`.
-        let pid = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let rc = libc::waitid(
-                libc::P_ALL,
-                0,
-                &raw mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            );
-            if rc != 0 {
-                return;
-            }
-            info.si_pid()
+        // WNOWAIT: only which child has exited, not reaped yet.
+        let status = nix::sys::wait::waitid(
+            nix::sys::wait::Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let Some(pid) = status.ok().and_then(|s| s.pid()) else {
+            return;
         };
-        if pid == 0 || pid == leader {
+        if pid.as_raw() == 0 || pid.as_raw() == leader {
             return;
         }
-        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
 }
 
@@ -1063,13 +1053,11 @@ fn write_all(out: &mut dyn Write, data: &[u8]) {
     let _ = out.write_all(data);
 }
 
-fn set_nonblocking(fd: i32) {
-    // SAFETY: fcntl on a descriptor we own, with flags derived from its current ones.
-    unsafe {
-        let flags = nix::libc::fcntl(fd, nix::libc::F_GETFL);
-        if flags >= 0 {
-            nix::libc::fcntl(fd, nix::libc::F_SETFL, flags | nix::libc::O_NONBLOCK);
-        }
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        let _ = fcntl(fd, FcntlArg::F_SETFL(flags));
     }
 }
 

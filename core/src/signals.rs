@@ -28,6 +28,9 @@ extern "C" fn on_signal(signo: libc::c_int) {
     if fd < 0 {
         return;
     }
+    // Raw write: the pipe may be being replaced (a guard's fork) while a signal arrives,
+    // and a failed write to a stale descriptor is harmless where a `BorrowedFd` of it
+    // would be invalid.
     // SAFETY: write(2) and errno access are async-signal-safe; errno is restored so the
     // interrupted code never sees the handler's.
     unsafe {

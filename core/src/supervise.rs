@@ -279,6 +279,9 @@ pub fn supervisor_entry() -> Option<i32> {
 const PID_REPORT_FD: i32 = 3;
 
 fn close_inherited_descriptors() {
+    // Raw fstat, close_range and close: descriptor 3 and those above it may or may not
+    // be open, which is what is asked, and nothing owns them (no `BorrowedFd` or
+    // `OwnedFd` can stand for them); nix has no close_range.
     // SAFETY: fstat on descriptor 3 into a zeroed buffer.
     let report_is_pipe = unsafe {
         let mut st: nix::libc::stat = std::mem::zeroed();
@@ -308,14 +311,6 @@ fn close_inherited_descriptors() {
     }
 }
 
-/// Points descriptor `fd` (0, 1 or 2) at `file`.
-fn redirect(fd: i32, file: &File) {
-    // SAFETY: dup2 onto a standard descriptor; `file` stays open for the call.
-    unsafe {
-        nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(file), fd);
-    }
-}
-
 fn run_supervisor() -> i32 {
     close_inherited_descriptors();
     let mut input = Vec::new();
@@ -323,7 +318,7 @@ fn run_supervisor() -> i32 {
         return 70;
     }
     if let Ok(null) = File::open("/dev/null") {
-        redirect(0, &null);
+        let _ = nix::unistd::dup2_stdin(&null);
     }
     let split = input
         .iter()
@@ -392,8 +387,8 @@ fn supervise_one(spec: AsyncSpec, payload: Vec<u8>) -> i32 {
     // The hook's output, and our own messages, go to its async log. Without one, keep
     // going: the run record still says what happened.
     if let Ok(log) = open_async_log(&log_dir, &job) {
-        redirect(1, &log);
-        redirect(2, &log);
+        let _ = nix::unistd::dup2_stdout(&log);
+        let _ = nix::unistd::dup2_stderr(&log);
     }
     crate::logging::init("hookrun", false);
     // Every journal entry of this supervisor is about its one hook.

@@ -33,6 +33,36 @@ pub struct HookSetup {
 }
 
 impl HookSetup {
+    /// What [`crate::dispatch::dispatch_for_platform`] does before it dispatches, for a
+    /// wrapped command: the configuration, the platform's settings (then `adjust`, for
+    /// what the calling convention overrides) and the hooks directory. A configuration
+    /// that cannot be loaded is logged and gives `None`: the command then runs without
+    /// hooks, rather than a backup not at all.
+    pub fn load(
+        platform: &str,
+        invoked: Option<&Path>,
+        default_dir: &Path,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Option<HookSetup> {
+        let config = match crate::config::Config::load() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}; running without hooks (fix the configuration file)");
+                return None;
+            }
+        };
+        let mut settings = config.settings_for(platform);
+        adjust(&mut settings);
+        let explicit = std::env::var_os("HOOKRUN_HOOKS_DIR").is_some_and(|d| !d.is_empty())
+            || settings.hooks_dir.is_some();
+        let dir = crate::dispatch::resolve_hooks_dir(&settings, invoked, default_dir);
+        Some(HookSetup {
+            settings,
+            dir,
+            explicit,
+        })
+    }
+
     /// Runs one phase; never fails the caller.
     pub fn dispatch(&self, req: &Request) -> Option<Report> {
         if !self.dir.exists() && !self.explicit {

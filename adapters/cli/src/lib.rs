@@ -24,7 +24,7 @@ pub const EXIT_CONFIG: i32 = 78;
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
-    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
+    if let Some(code) = hookrun_core::entry::supervisor() {
         return code;
     }
     let cli = match Cli::try_parse() {

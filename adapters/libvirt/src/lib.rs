@@ -361,28 +361,15 @@ holds the domain's lock. Use the XML on stdin, or '# mode: async'.
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
-    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
-        return code;
-    }
-    let mut argv = std::env::args_os();
-    let invoked = argv
-        .next()
-        .map(std::path::PathBuf::from)
-        .unwrap_or_default();
-    let args: Vec<OsString> = argv.collect();
-    if args.len() == 1 {
-        match args[0].to_str() {
-            Some("--help" | "-h") => {
-                print_out(HELP);
-                return 0;
-            }
-            Some("--version" | "-V") => {
-                print_out(&format!("hookrun-libvirt {}\n", env!("CARGO_PKG_VERSION")));
-                return 0;
-            }
-            _ => {}
-        }
-    }
+    let program = hookrun_core::entry::Program {
+        name: "hookrun-libvirt",
+        version: env!("CARGO_PKG_VERSION"),
+        help: HELP,
+    };
+    let (invoked, args) = match program.start(hookrun_core::entry::Flags::Only) {
+        Ok(a) => (a.invoked.unwrap_or_default(), a.args),
+        Err(code) => return code,
+    };
     let driver = driver_from_argv0(&invoked);
     let op = args.get(1).map(|o| o.to_string_lossy().into_owned());
     let abortable = match (driver, op.as_deref()) {
@@ -475,11 +462,6 @@ fn run(driver: Option<&'static str>, invoked: &Path, args: Vec<OsString>) -> i32
         }
     }
     exit_code
-}
-
-#[allow(clippy::print_stdout)]
-fn print_out(s: &str) {
-    print!("{s}");
 }
 
 #[cfg(test)]

@@ -90,26 +90,15 @@ Hooks directory, first that applies: $HOOKRUN_HOOKS_DIR; hooks.d beside the snip
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
-    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
-        return code;
-    }
-    let mut argv = std::env::args_os();
-    let invoked = argv.next().map(std::path::PathBuf::from);
-    let args: Vec<OsString> = argv.collect();
-    match args.first().and_then(|a| a.to_str()) {
-        Some("--help" | "-h") => {
-            print_out(HELP);
-            return 0;
-        }
-        Some("--version" | "-V") => {
-            print_out(&format!(
-                "hookrun-pve-guest {}\n",
-                env!("CARGO_PKG_VERSION")
-            ));
-            return 0;
-        }
-        _ => {}
-    }
+    let program = hookrun_core::entry::Program {
+        name: "hookrun-pve-guest",
+        version: env!("CARGO_PKG_VERSION"),
+        help: HELP,
+    };
+    let (invoked, args) = match program.start(hookrun_core::entry::Flags::First) {
+        Ok(a) => (a.invoked, a.args),
+        Err(code) => return code,
+    };
     hookrun_core::logging::init("hookrun", false);
     let req = match request(args) {
         Ok(r) => r,
@@ -127,11 +116,6 @@ pub fn main_impl() -> i32 {
     let dir = Path::new(DEFAULT_HOOKS_DIR);
     hookrun_core::dispatch::dispatch_for_platform(&req, invoked.as_deref(), dir)
         .map_or_else(|code| code, |report| report.exit_code)
-}
-
-#[allow(clippy::print_stdout)]
-fn print_out(s: &str) {
-    print!("{s}");
 }
 
 #[cfg(test)]

@@ -93,36 +93,23 @@ to see what would run and `hookrun lint DIR` to check headers.
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
-    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
-        return code;
-    }
-    let mut argv = std::env::args_os();
-    let invoked = argv.next().map(std::path::PathBuf::from);
-    let args: Vec<OsString> = argv.collect();
-    match args.first().and_then(|a| a.to_str()) {
-        Some("--help" | "-h") => {
-            print_out(HELP);
-            return 0;
-        }
-        Some("--version" | "-V") => {
-            print_out(&format!("hookrun-vzdump {}\n", env!("CARGO_PKG_VERSION")));
-            return 0;
-        }
-        _ => {}
-    }
+    let program = hookrun_core::entry::Program {
+        name: "hookrun-vzdump",
+        version: env!("CARGO_PKG_VERSION"),
+        help: HELP,
+    };
+    let argv = match program.start(hookrun_core::entry::Flags::First) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     hookrun_core::logging::init("hookrun", false);
-    let Some(req) = request(args) else {
+    let Some(req) = request(argv.args) else {
         // The seed's dispatcher does the same; vzdump always passes a phase.
         return 0;
     };
     let dir = Path::new(DEFAULT_HOOKS_DIR);
-    hookrun_core::dispatch::dispatch_for_platform(&req, invoked.as_deref(), dir)
+    hookrun_core::dispatch::dispatch_for_platform(&req, argv.invoked.as_deref(), dir)
         .map_or_else(|code| code, |report| report.exit_code)
-}
-
-#[allow(clippy::print_stdout)]
-fn print_out(s: &str) {
-    print!("{s}");
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hookrun_core::discover::ImplicitHooks;
 use hookrun_core::wrap::{HookSetup, Wrap};
-use hookrun_core::{Config, OnError, Request};
+use hookrun_core::{OnError, Request};
 
 pub const PLATFORM: &str = "worker";
 /// The container convention: hooks are mounted at /hooks.
@@ -117,32 +117,21 @@ pub fn request(
 }
 
 fn setup(invoked: Option<&Path>) -> Option<HookSetup> {
-    let config = match Config::load() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}; running without hooks (fix the configuration file)");
-            return None;
-        }
-    };
-    let mut settings = config.settings_for(PLATFORM);
-    match hook_timeout(std::env::var("HOOK_TIMEOUT").ok().as_deref()) {
-        Ok(Some(t)) => settings.default_timeout = Some(t),
-        Ok(None) => {}
-        Err(m) => tracing::warn!("{m}"),
-    }
-    let explicit = std::env::var_os("HOOKRUN_HOOKS_DIR").is_some_and(|d| !d.is_empty())
-        || settings.hooks_dir.is_some();
     let default = if Path::new(CONTAINER_HOOKS_DIR).is_dir() {
         CONTAINER_HOOKS_DIR
     } else {
         DEFAULT_HOOKS_DIR
     };
-    let dir = hookrun_core::resolve_hooks_dir(&settings, invoked, Path::new(default));
-    Some(HookSetup {
-        settings,
-        dir,
-        explicit,
-    })
+    HookSetup::load(
+        PLATFORM,
+        invoked,
+        Path::new(default),
+        |settings| match hook_timeout(std::env::var("HOOK_TIMEOUT").ok().as_deref()) {
+            Ok(Some(t)) => settings.default_timeout = Some(t),
+            Ok(None) => {}
+            Err(m) => tracing::warn!("{m}"),
+        },
+    )
 }
 
 fn run_worker(no_wait: bool, worker: &str, command: &[OsString], invoked: Option<&Path>) -> i32 {
@@ -190,7 +179,7 @@ fn run_hook(phase: &str, args: Vec<OsString>, invoked: Option<&Path>) -> i32 {
 
 /// The whole program; returns the exit code.
 pub fn main_impl() -> i32 {
-    if let Some(code) = hookrun_core::supervise::supervisor_entry() {
+    if let Some(code) = hookrun_core::entry::supervisor() {
         return code;
     }
     let invoked = std::env::args_os().next().map(PathBuf::from);
