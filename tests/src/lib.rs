@@ -29,6 +29,7 @@
 
 pub mod libvirt;
 pub mod pve;
+pub mod require;
 pub mod vzdump;
 
 use std::collections::BTreeMap;

@@ -231,6 +231,9 @@ fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
         let step_started = Instant::now();
         let status = Command::new(cargo())
             .args(&step.args)
+            // Every tier runs here: a test whose prerequisite is missing fails instead of
+            // skipping (tests/src/require.rs); packages::ensure installed them above.
+            .env("HOOKRUN_TEST_REQUIRE_ALL", "1")
             .current_dir(&root)
             .status()
             .with_context(|| format!("step '{}': cannot run {}", step.name, step.shown()))?;
