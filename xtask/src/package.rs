@@ -20,7 +20,6 @@
 //! or warning tag, a second build that is byte-identical, and an install, upgrade and
 //! purge cycle in a chroot made with debootstrap (see [`install_cycle`]).
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -58,33 +57,36 @@ const HOOKS_DIRS: &[&str] = &[
     "worker",
 ];
 
-/// `cargo xtask package [--revision N] [--check]`.
-pub fn main(root: &Path, target: &Path, args: &[OsString]) -> anyhow::Result<ExitCode> {
-    let mut revision = None;
-    let mut check = false;
-    let mut static_only = false;
-    let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--check" => check = true,
-            "--static-only" => static_only = true,
-            "--revision" => match args.next() {
-                Some(r) if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) => {
-                    revision = Some(r);
-                }
-                _ => {
-                    eprintln!("xtask: --revision takes a number (the Debian revision, e.g. 2)\n");
-                    return Ok(ExitCode::from(crate::EXIT_USAGE));
-                }
-            },
-            other => {
-                eprintln!(
-                    "xtask: package takes --revision N, --check and --static-only, not '{other}'\n"
-                );
-                return Ok(ExitCode::from(crate::EXIT_USAGE));
-            }
-        }
+/// `cargo xtask package`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Build Debian revision N instead of the changelog's (e.g. 2)
+    #[arg(long, value_name = "N", value_parser = parse_revision)]
+    revision: Option<String>,
+    /// Then prove the result: lintian, reproducibility, install/upgrade/purge in a chroot
+    #[arg(long)]
+    check: bool,
+    /// Build only the static tarball
+    #[arg(long)]
+    static_only: bool,
+}
+
+fn parse_revision(r: &str) -> Result<String, String> {
+    if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(r.to_owned())
+    } else {
+        Err("--revision takes a number (the Debian revision, e.g. 2)".to_owned())
     }
+}
+
+/// `cargo xtask package [--revision N] [--check] [--static-only]`.
+pub fn main(root: &Path, target: &Path, args: &Args) -> anyhow::Result<ExitCode> {
+    let Args {
+        revision,
+        check,
+        static_only,
+    } = args;
+    let (revision, check, static_only) = (revision.clone(), *check, *static_only);
     if check {
         anyhow::ensure!(
             revision.is_none(),
