@@ -220,7 +220,7 @@ fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
     let step_started = Instant::now();
     if let Err(e) = package::check(&root, &target_dir()) {
         eprintln!(
-            "\nxtask test: FAILED at step {total}/{total} 'package' after {}: {e:#}\nxtask test: fix the packaging (xtask/src/package.rs, pkg/); rerun only this step with: cargo xtask package --check",
+            "\nxtask test: FAILED at step {total}/{total} 'package' after {}: {e:#}\nxtask test: fix the packaging (xtask/src/package/, pkg/); rerun only this step with: cargo xtask package --check",
             elapsed(step_started.elapsed())
         );
         return Ok(ExitCode::FAILURE);
