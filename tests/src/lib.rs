@@ -28,7 +28,9 @@
 //! keeps file writes and process starts apart (see `SPAWN_LOCK`).
 
 pub mod libvirt;
+pub mod procfs;
 pub mod pve;
+pub mod require;
 pub mod vzdump;
 
 use std::collections::BTreeMap;
@@ -1074,21 +1076,4 @@ impl Outcome {
     }
 }
 
-/// The live children of `pid`, from `/proc` (a dispatcher's worker is the child of its
-/// guard, the pid the caller started).
-pub fn children_of(pid: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|c| {
-                    std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|st| {
-                        st.rsplit_once(')')
-                            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                            == Some(pid.to_string().as_str())
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use procfs::children_of;

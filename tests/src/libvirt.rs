@@ -24,8 +24,8 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -316,71 +316,14 @@ pub const PROGRAMS: &[&str] = &[
     "/usr/bin/timeout",
 ];
 
-fn dpkg_installed(package: &str) -> bool {
-    let out = Run::new("/usr/bin/dpkg-query")
-        .args(["-W", "-f=${db:Status-Status}", package])
-        .env("PATH", DEFAULT_PATH)
-        .run();
-    out.success() && out.stdout.trim() == "installed"
-}
-
-/// Makes sure [`PACKAGES`] are installed, installing the missing ones with apt-get
-/// (`update` first; `DPkg::Lock::Timeout=600`, `--no-install-recommends`, no questions).
-/// Panics — the suite fails, it never skips — when that is impossible (not Debian, not
-/// root, no network), with apt's output.
-pub fn ensure_installed() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(why) = DONE.get_or_init(install_missing) {
-        panic!("{why}");
-    }
-}
-
-fn install_missing() -> Result<(), String> {
-    if !Path::new("/usr/bin/dpkg-query").exists() || !Path::new("/usr/bin/apt-get").exists() {
-        return Err(
-            "the real-libvirtd suite needs Debian (dpkg and apt-get) to install libvirt-daemon-system and qemu-system-x86; run it on Debian 12 as root (bash .ci/run)".into(),
-        );
-    }
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !dpkg_installed(p))
-        .collect();
-    if !missing.is_empty() {
-        let apt = |args: &[&str]| {
-            Run::new("/usr/bin/apt-get")
-                .args(["-o", "DPkg::Lock::Timeout=600", "-q", "-y"])
-                .args(args)
-                .env("PATH", DEFAULT_PATH)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .deadline(Duration::from_secs(1200))
-                .run()
-        };
-        let update = apt(&["update"]);
-        if !update.success() {
-            return Err(format!(
-                "apt-get update failed, so {missing:?} cannot be installed for the real-libvirtd suite:\n{}\n{}",
-                update.stdout, update.stderr
-            ));
-        }
-        let mut args = vec!["install", "--no-install-recommends"];
-        args.extend(&missing);
-        let install = apt(&args);
-        if !install.success() {
-            return Err(format!(
-                "apt-get install {missing:?} failed (the real-libvirtd suite needs them):\n{}\n{}",
-                install.stdout, install.stderr
-            ));
-        }
-    }
-    for p in PROGRAMS {
-        if !Path::new(p).exists() {
-            return Err(format!(
-                "{p} does not exist although {PACKAGES:?} are installed"
-            ));
-        }
-    }
-    Ok(())
+/// Whether the real-daemon suite can run here: root with CAP_SYS_ADMIN (the daemon runs
+/// in private mount and network namespaces), [`PACKAGES`] installed and [`PROGRAMS`]
+/// there. `cargo xtask test` installs the packages (xtask/src/packages.rs); a test body
+/// never does. See [`crate::require`] for what happens when something is missing.
+pub fn daemon_prerequisites() -> bool {
+    crate::require::cap_sys_admin()
+        && crate::require::packages(PACKAGES)
+        && PROGRAMS.iter().all(|p| crate::require::command(p))
 }
 
 /// Only one real libvirtd at a time in this test process.

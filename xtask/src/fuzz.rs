@@ -22,7 +22,6 @@
 //! `target/fuzz/latest.json`. Not part of `cargo xtask test`: the seeds go through the
 //! same checks there, as unit tests of the crates' `fuzzing` modules.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -50,51 +49,30 @@ pub const TARGETS: &[(&str, &str)] = &[
     ),
 ];
 
-const DEFAULT_SECONDS: u64 = 30;
-
-/// What the command line asked for.
-#[derive(Debug, PartialEq, Eq)]
-struct Options {
+/// `cargo xtask fuzz`'s options.
+#[derive(Debug, PartialEq, Eq, clap::Args)]
+pub struct Args {
+    /// Seconds per target
+    #[arg(long, value_name = "N", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
+    /// Only build the targets (what a clean clone must manage)
+    #[arg(long = "check")]
     check_only: bool,
+    /// Targets to run (default: all)
+    #[arg(value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(TARGETS.iter().map(|(n, _)| *n)))]
     targets: Vec<String>,
 }
 
-fn parse_args(args: &[OsString]) -> Result<Options, String> {
-    let mut o = Options {
-        seconds: DEFAULT_SECONDS,
-        check_only: false,
-        targets: Vec::new(),
-    };
-    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--check" => o.check_only = true,
-            "--seconds" => {
-                let v = it.next().ok_or("--seconds needs a number")?;
-                o.seconds = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--seconds {v:?}: expected a positive number"))?;
-            }
-            t if TARGETS.iter().any(|(name, _)| *name == t) => o.targets.push(a),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; targets: {}",
-                    TARGETS
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
+impl Args {
+    /// The targets asked for, or all of them.
+    fn targets(&self) -> Vec<String> {
+        if self.targets.is_empty() {
+            TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect()
+        } else {
+            self.targets.clone()
         }
     }
-    if o.targets.is_empty() {
-        o.targets = TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect();
-    }
-    Ok(o)
 }
 
 /// One target's run, as reported.
@@ -123,23 +101,16 @@ fn final_stats(stderr: &str) -> Figures {
     }
 }
 
-pub fn run(root: &Path, target_dir: &Path, args: &[OsString]) -> anyhow::Result<ExitCode> {
-    let opts = match parse_args(args) {
-        Ok(o) => o,
-        Err(m) => {
-            eprintln!("xtask: fuzz: {m}\n");
-            eprintln!("Usage: cargo xtask fuzz [--seconds N] [--check] [TARGET...]");
-            return Ok(ExitCode::from(crate::EXIT_USAGE));
-        }
-    };
+pub fn run(root: &Path, target_dir: &Path, opts: &Args) -> anyhow::Result<ExitCode> {
+    let targets = opts.targets();
     let fuzz_dir = root.join("fuzz");
     ensure_cargo_fuzz(&fuzz_dir)?;
 
     eprintln!(
         "==> xtask fuzz: building {} target(s) (cargo fuzz build --sanitizer none)",
-        opts.targets.len()
+        targets.len()
     );
-    let bootstrap = build(&fuzz_dir, &opts.targets)?;
+    let bootstrap = build(&fuzz_dir, &targets)?;
     if opts.check_only {
         eprintln!("xtask fuzz: every target builds");
         return Ok(ExitCode::SUCCESS);
@@ -147,7 +118,7 @@ pub fn run(root: &Path, target_dir: &Path, args: &[OsString]) -> anyhow::Result<
 
     let mut report = Vec::new();
     let mut failed = Vec::new();
-    for target in &opts.targets {
+    for target in &targets {
         eprintln!("==> xtask fuzz: {target} for {}s", opts.seconds);
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)
@@ -318,27 +289,28 @@ fn write_report(
 mod tests {
     use super::*;
 
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse_args(v: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("fuzz").chain(v.iter().copied())).map(|c| c.args)
     }
 
     #[test]
     fn arguments() {
         let all: Vec<String> = TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect();
-        assert_eq!(
-            parse_args(&os(&[])).unwrap(),
-            Options {
-                seconds: 30,
-                check_only: false,
-                targets: all.clone()
-            }
-        );
-        let o = parse_args(&os(&["--seconds", "5", "config", "--check"])).unwrap();
+        let o = parse_args(&[]).unwrap();
+        assert_eq!((o.seconds, o.check_only, o.targets()), (30, false, all));
+        let o = parse_args(&["--seconds", "5", "config", "--check"]).unwrap();
         assert_eq!((o.seconds, o.check_only), (5, true));
-        assert_eq!(o.targets, ["config"]);
-        assert!(parse_args(&os(&["--seconds", "0"])).is_err());
-        assert!(parse_args(&os(&["--seconds"])).is_err());
-        assert!(parse_args(&os(&["nope"])).is_err());
+        assert_eq!(o.targets(), ["config"]);
+        assert!(parse_args(&["--seconds", "0"]).is_err());
+        assert!(parse_args(&["--seconds"]).is_err());
+        assert!(parse_args(&["nope"]).is_err());
     }
 
     #[test]

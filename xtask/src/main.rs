@@ -1,19 +1,20 @@
 //! `cargo xtask`: the project's automation, written in Rust so that it needs nothing but a
 //! toolchain (see <https://github.com/matklad/cargo-xtask/>).
 //!
-//! The alias in `.cargo/config.toml` runs this binary; `cargo xtask help` lists the tasks.
-//! Arguments are parsed by hand to keep this crate quick to build: its only dependency is
-//! `anyhow`.
+//! The alias in `.cargo/config.toml` runs this binary; `cargo xtask --help` lists the
+//! tasks. Arguments are parsed with clap (derive), which xtask links anyway for the man
+//! pages.
 
 // xtask is a terminal program: printing progress and help is its whole interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
 
 mod bench;
 mod fuzz;
@@ -22,89 +23,55 @@ mod package;
 mod packages;
 mod static_build;
 
-/// Exit code for a usage error (unknown or unavailable task), as sysexits' EX_USAGE is
-/// too obscure for a developer tool and clap-style tools use 2.
-const EXIT_USAGE: u8 = 2;
+/// The project's automation: `cargo xtask <TASK>`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = "Extra arguments after `test` go to `cargo test --workspace`, e.g. a test name filter:\n  cargo xtask test header -- --nocapture"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-/// Every task, with a one-line description; `None` for tasks that are not written yet.
-const TASKS: &[(&str, Option<&str>, &str)] = &[
-    (
-        "test",
-        Some("[CARGO-TEST-ARGS...]"),
-        "fmt check, clippy (-D warnings), build all binaries, cargo test --workspace, then package --check",
-    ),
-    (
-        "package",
-        Some("[--revision N] [--check] [--static-only]"),
-        "release build, one .deb per package in target/debian/, and the static tarball in target/dist/ (--check: lintian, reproducibility, install/upgrade/purge in a chroot; --static-only: just the tarball)",
-    ),
-    (
-        "man",
-        Some(""),
-        "write the man pages (docs/man/) and shell completions (completions/) from the clap definitions",
-    ),
-    (
-        "bench",
-        Some("[--quick]"),
-        "dispatch overhead against its floors and the seed; writes target/bench/latest.json",
-    ),
-    (
-        "fuzz",
-        Some("[--seconds N] [--check] [TARGET...]"),
-        "each cargo-fuzz target for N s (default 30; needs cargo-fuzz); fails on a crash; --check only builds them",
-    ),
-    ("help", Some(""), "print this list"),
-];
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// fmt check, clippy (-D warnings), build all binaries, cargo test --workspace, then
+    /// package --check
+    Test {
+        /// Passed on to `cargo test --workspace` (a filter, `-- --nocapture`, ...)
+        #[arg(
+            value_name = "CARGO-TEST-ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<OsString>,
+    },
+    /// Release build, one .deb per package in target/debian/, and the static tarball in
+    /// target/dist/
+    Package(package::Args),
+    /// Write the man pages (docs/man/) and shell completions (completions/) from the clap
+    /// definitions
+    Man,
+    /// Dispatch overhead against its floors and the seed; writes target/bench/latest.json
+    Bench {
+        /// Fewer rounds, for a quick look
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Each cargo-fuzz target for N s (needs cargo-fuzz); fails on a crash
+    Fuzz(fuzz::Args),
+}
 
 fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
-    let task = args.next();
-    let rest: Vec<OsString> = args.collect();
-    let result = match task.as_deref().map(OsStr::to_string_lossy).as_deref() {
-        Some("test") => test(&rest),
-        Some("package") => package::main(&project_root(), &target_dir(), &rest),
-        Some("man") if rest.is_empty() => man::run(&project_root()),
-        Some("man") => {
-            eprintln!("xtask: man takes no arguments\n");
-            Ok(ExitCode::from(EXIT_USAGE))
-        }
-        Some("bench") => match rest
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
-            [] => bench::run(&project_root(), &target_dir(), false),
-            [q] if q == "--quick" => bench::run(&project_root(), &target_dir(), true),
-            _ => {
-                eprintln!("xtask: bench takes only --quick\n");
-                Ok(ExitCode::from(EXIT_USAGE))
-            }
-        },
-        Some("fuzz") => fuzz::run(&project_root(), &target_dir(), &rest),
-        Some("help" | "-h" | "--help") => {
-            print!("{}", usage());
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(name)
-            if TASKS
-                .iter()
-                .any(|(t, ready, _)| *t == name && ready.is_none()) =>
-        {
-            eprintln!("xtask: '{name}' is not yet available in this version of hookrun\n");
-            eprint!("{}", usage());
-            Ok(ExitCode::from(EXIT_USAGE))
-        }
-        Some(name) => {
-            eprintln!("xtask: unknown task '{name}'\n");
-            eprint!("{}", usage());
-            Ok(ExitCode::from(EXIT_USAGE))
-        }
-        None => {
-            eprintln!("xtask: no task given\n");
-            eprint!("{}", usage());
-            Ok(ExitCode::from(EXIT_USAGE))
-        }
+    let cli = Cli::parse_from(keep_test_separator(std::env::args_os().collect()));
+    let result = match cli.task {
+        Task::Test { args } => test(&args),
+        Task::Package(args) => package::main(&project_root(), &target_dir(), &args),
+        Task::Man => man::run(&project_root()),
+        Task::Bench { quick } => bench::run(&project_root(), &target_dir(), quick),
+        Task::Fuzz(args) => fuzz::run(&project_root(), &target_dir(), &args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");
@@ -112,24 +79,14 @@ fn main() -> ExitCode {
     })
 }
 
-fn usage() -> String {
-    let mut s = String::from("Usage: cargo xtask <TASK> [ARGS...]\n\nTasks:\n");
-    for (name, ready, what) in TASKS {
-        let line = match ready {
-            Some(args) => format!("{name} {args}"),
-            None => (*name).to_owned(),
-        };
-        let what = if ready.is_some() {
-            (*what).to_owned()
-        } else {
-            format!("{what} (not yet available)")
-        };
-        s.push_str(&format!("  {line:<28} {what}\n"));
+/// The arguments, with a `--` right after `test` kept for cargo test: clap takes a `--`
+/// before the first value as its own end of options (later ones it keeps), and
+/// `cargo xtask test -- --nocapture` would reach cargo as `cargo test --nocapture`.
+fn keep_test_separator(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.get(1).is_some_and(|t| t == "test") && args.get(2).is_some_and(|a| a == "--") {
+        args.insert(2, "--".into());
     }
-    s.push_str(
-        "\nExtra arguments after `test` go to `cargo test --workspace`, e.g. a test name filter:\n  cargo xtask test header -- --nocapture\n",
-    );
-    s
+    args
 }
 
 /// The workspace root: the parent of this crate's directory.
@@ -231,6 +188,9 @@ fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
         let step_started = Instant::now();
         let status = Command::new(cargo())
             .args(&step.args)
+            // Every tier runs here: a test whose prerequisite is missing fails instead of
+            // skipping (tests/src/require.rs); packages::ensure installed them above.
+            .env("HOOKRUN_TEST_REQUIRE_ALL", "1")
             .current_dir(&root)
             .status()
             .with_context(|| format!("step '{}': cannot run {}", step.name, step.shown()))?;
@@ -260,7 +220,7 @@ fn test(extra: &[OsString]) -> anyhow::Result<ExitCode> {
     let step_started = Instant::now();
     if let Err(e) = package::check(&root, &target_dir()) {
         eprintln!(
-            "\nxtask test: FAILED at step {total}/{total} 'package' after {}: {e:#}\nxtask test: fix the packaging (xtask/src/package.rs, pkg/); rerun only this step with: cargo xtask package --check",
+            "\nxtask test: FAILED at step {total}/{total} 'package' after {}: {e:#}\nxtask test: fix the packaging (xtask/src/package/, pkg/); rerun only this step with: cargo xtask package --check",
             elapsed(step_started.elapsed())
         );
         return Ok(ExitCode::FAILURE);
@@ -313,5 +273,63 @@ fn elapsed(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Task, clap::Error> {
+        let args = std::iter::once("xtask").chain(args.iter().copied());
+        Cli::try_parse_from(keep_test_separator(args.map(OsString::from).collect())).map(|c| c.task)
+    }
+
+    fn test_args(args: &[&str]) -> Vec<String> {
+        match parse(args).unwrap() {
+            Task::Test { args } => args.into_iter().map(|a| a.into_string().unwrap()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_passes_everything_on_to_cargo_test() {
+        assert!(test_args(&["test"]).is_empty());
+        assert_eq!(
+            test_args(&["test", "header", "--", "--nocapture"]),
+            ["header", "--", "--nocapture"]
+        );
+        assert_eq!(
+            test_args(&["test", "--", "--nocapture"]),
+            ["--", "--nocapture"]
+        );
+        assert_eq!(
+            test_args(&["test", "-p", "hookrun-core"]),
+            ["-p", "hookrun-core"]
+        );
+    }
+
+    #[test]
+    fn tasks_and_their_flags() {
+        assert!(matches!(
+            parse(&["bench", "--quick"]),
+            Ok(Task::Bench { quick: true })
+        ));
+        assert!(matches!(
+            parse(&["bench"]),
+            Ok(Task::Bench { quick: false })
+        ));
+        assert!(matches!(parse(&["man"]), Ok(Task::Man)));
+        assert!(parse(&["man", "x"]).is_err());
+        assert!(parse(&["bench", "--slow"]).is_err());
+        assert!(matches!(
+            parse(&["package", "--check"]),
+            Ok(Task::Package(_))
+        ));
+        assert!(parse(&["package", "--revision", "x"]).is_err());
+        assert!(parse(&["nope"]).is_err());
+        assert!(parse(&[]).is_err());
+        // A usage error exits 2, as before clap.
+        assert_eq!(parse(&["nope"]).unwrap_err().exit_code(), 2);
     }
 }

@@ -7,8 +7,8 @@
 //! platform adapters (`hookrun-vzdump`, `hookrun-pve-guest`, `hookrun-libvirt`) take the
 //! platform's argv and print a hand-written `HELP` text; their pages are built here from a
 //! `clap::Command` describing that argv, and their NAME, SYNOPSIS and DESCRIPTION are
-//! read from the `HELP` constant in the adapter's source, so `--help` and the man page
-//! cannot drift apart.
+//! split out of the `HELP` text each adapter exports (`hookrun_vzdump::HELP`, ...), so
+//! `--help` and the man page cannot drift apart.
 //!
 //! The test at the bottom regenerates everything in memory and fails when a committed file
 //! differs (the rust-analyzer `ensure_file_contents` pattern); `cargo xtask package`
@@ -103,7 +103,7 @@ fn version() -> String {
 pub fn generate(root: &Path) -> anyhow::Result<Vec<File>> {
     let mut files = Vec::new();
     let date = release_date(root)?;
-    for mut page in pages(root)? {
+    for mut page in pages()? {
         page.date.clone_from(&date);
         let mut cmd = page.cmd.clone().disable_help_subcommand(true);
         cmd.build();
@@ -304,67 +304,32 @@ fn release_date(root: &Path) -> anyhow::Result<String> {
     Ok(format!("{y}-{m:02}-{d:02}"))
 }
 
-/// The `HELP` text of an adapter, read from its source: (about, usage, description).
-fn adapter_help(root: &Path, rel: &str, binary: &str) -> anyhow::Result<(String, String, String)> {
-    let path = root.join(rel);
-    let src = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let help = string_const(&src, "HELP")
-        .with_context(|| format!("{rel}: cannot read the HELP constant"))?;
+/// An adapter's exported `HELP` text split into (about, usage, description).
+fn adapter_help(help: &str, binary: &str) -> anyhow::Result<(String, String, String)> {
     let mut parts = help.splitn(3, "\n\n");
     let (Some(name), Some(usage), Some(description)) = (parts.next(), parts.next(), parts.next())
     else {
         anyhow::bail!(
-            "{rel}: HELP is not 'NAME - ABOUT', blank line, 'Usage: ...', blank line, text"
+            "{binary}: HELP is not 'NAME - ABOUT', blank line, 'Usage: ...', blank line, text"
         );
     };
     let about = name
         .strip_prefix(binary)
         .and_then(|r| r.strip_prefix(" - "))
-        .with_context(|| format!("{rel}: HELP does not start with '{binary} - '"))?;
-    let usage = usage
-        .strip_prefix("Usage: ")
-        .with_context(|| format!("{rel}: HELP's second paragraph does not start with 'Usage: '"))?;
+        .with_context(|| format!("{binary}: HELP does not start with '{binary} - '"))?;
+    let usage = usage.strip_prefix("Usage: ").with_context(|| {
+        format!("{binary}: HELP's second paragraph does not start with 'Usage: '")
+    })?;
     Ok((about.to_owned(), usage.to_owned(), description.to_owned()))
-}
-
-/// The value of `const NAME: &str = "...";` in Rust source: a plain (non-raw) string
-/// literal with the escapes the adapters use.
-fn string_const(src: &str, name: &str) -> anyhow::Result<String> {
-    let start = format!("const {name}: &str = \"");
-    let at = src
-        .find(&start)
-        .with_context(|| format!("no `{start}` in the file"))?;
-    let mut chars = src[at + start.len()..].chars().peekable();
-    let mut out = String::new();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Ok(out),
-            '\\' => match chars.next() {
-                Some('\n') => {
-                    while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                        chars.next();
-                    }
-                }
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some(c @ ('\\' | '"' | '\'')) => out.push(c),
-                other => anyhow::bail!("unsupported escape \\{other:?} in {name}"),
-            },
-            c => out.push(c),
-        }
-    }
-    anyhow::bail!("{name} is not terminated")
 }
 
 /// An adapter's command: its argv as positional arguments, `--help` and `--version`.
 fn adapter_command(
-    root: &Path,
-    rel: &str,
+    help: &str,
     binary: &'static str,
     args: &[(&'static str, bool, &'static str)],
 ) -> anyhow::Result<(Command, String)> {
-    let (about, usage, description) = adapter_help(root, rel, binary)?;
+    let (about, usage, description) = adapter_help(help, binary)?;
     let mut cmd = Command::new(binary)
         // clap stores a version only as `&'static str` without its "string" feature.
         .version(&*Box::leak(version().into_boxed_str()))
@@ -461,7 +426,7 @@ group), read from /etc/passwd and /etc/group; a user that does not exist refuses
 Ignored with a warning when hookrun does not run as root. hookrun itself keeps the lock \
 and writes the records, the async log and the Checkmk file (into the user's job directory).";
 
-fn pages(root: &Path) -> anyhow::Result<Vec<Page>> {
+fn pages() -> anyhow::Result<Vec<Page>> {
     let mut pages = vec![Page {
         binary: "hookrun",
         cmd: hookrun::cli::Cli::command(),
@@ -494,8 +459,7 @@ Usage errors exit 2, configuration errors 78."
     }];
 
     let (cmd, description) = adapter_command(
-        root,
-        "adapters/vzdump/src/lib.rs",
+        hookrun_vzdump::HELP,
         "hookrun-vzdump",
         &[
             (
@@ -533,8 +497,7 @@ guest stopped."
     });
 
     let (cmd, description) = adapter_command(
-        root,
-        "adapters/pve-guest/src/lib.rs",
+        hookrun_pve_guest::HELP,
         "hookrun-pve-guest",
         &[
             ("VMID", true, "The guest's VMID, the object of the dispatch"),
@@ -563,8 +526,7 @@ reporting failures. 2 when it is not called with the two arguments VMID and PHAS
     });
 
     let (cmd, description) = adapter_command(
-        root,
-        "adapters/libvirt/src/lib.rs",
+        hookrun_libvirt::HELP,
         "hookrun-libvirt",
         &[
             (
@@ -773,13 +735,16 @@ mod tests {
     }
 
     #[test]
-    fn string_constants_are_read_like_rustc() {
-        let src = "const HELP: &str = \"\\\na - b\n\n  x \\\"y\\\" \\\\ \\\n    z\";";
+    fn adapter_help_is_split_into_about_usage_and_description() {
+        let (about, usage, description) =
+            adapter_help("a - b c\n\nUsage: a X\n\ntext\n\nmore", "a").unwrap();
         assert_eq!(
-            string_const(src, "HELP").unwrap(),
-            "a - b\n\n  x \"y\" \\ z"
+            (&*about, &*usage, &*description),
+            ("b c", "a X", "text\n\nmore")
         );
-        assert!(string_const("const HELP: &str = \"x", "HELP").is_err());
+        assert!(adapter_help("b - c\n\nUsage: b\n\nx", "a").is_err());
+        assert!(adapter_help("a - c\n\nb\n\nx", "a").is_err());
+        assert!(adapter_help("a - c", "a").is_err());
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("libvirt-clients", "virsh for the libvirt end-to-end suite"),
     (
+        "iproute2",
+        "the test bridge of the libvirt end-to-end suite",
+    ),
+    (
         "qemu-system-x86",
         "the TCG guest of the libvirt end-to-end suite",
     ),

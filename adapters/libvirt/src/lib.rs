@@ -340,7 +340,7 @@ pub fn read_stdin(mut input: impl Read) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-const HELP: &str = "\
+pub const HELP: &str = "\
 hookrun-libvirt - run a directory of hooks as libvirt's hook scripts
 
 Usage: /etc/libvirt/hooks/DRIVER OBJECT OP SUBOP EXTRA   (called by libvirt)

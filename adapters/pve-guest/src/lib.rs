@@ -67,7 +67,7 @@ pub fn request(args: Vec<OsString>) -> Result<Request, ArgvError> {
     })
 }
 
-const HELP: &str = "\
+pub const HELP: &str = "\
 hookrun-pve-guest - run a directory of hooks as a Proxmox VE guest hookscript
 
 Usage: hookrun-pve-guest VMID PHASE

@@ -69,7 +69,7 @@ pub fn request(args: Vec<OsString>) -> Option<Request> {
     })
 }
 
-const HELP: &str = "\
+pub const HELP: &str = "\
 hookrun-vzdump - run a directory of hooks as the Proxmox vzdump hook script
 
 Usage: hookrun-vzdump PHASE [MODE VMID]

@@ -7,9 +7,10 @@
 //! is borgmatic's soft failure while a plain failure is not; async hooks do not delay
 //! borgmatic; a timed-out hook is killed with its whole process tree.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hookrun_tests::require;
 use hookrun_tests::{
     Outcome, Run, TestEnv, bin, kill_all, mkdir, read_pids, shell_quote, wait_dead, wait_for_lines,
     workspace_root, write_file,
@@ -17,14 +18,6 @@ use hookrun_tests::{
 
 const BORGMATIC: &str = "/usr/bin/borgmatic";
 const BORG: &str = "/usr/bin/borg";
-
-/// Says loudly that a test did not run and why. Written to the process's stderr
-/// directly, not through `eprintln!`, which the test harness captures and shows only
-/// for failing tests: a skip must be seen in a normal `cargo test` run.
-pub(crate) fn skip(why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
-}
 
 /// The fenced code blocks of `lang` in the README section that starts with `heading`,
 /// up to the next heading of the same or a higher level, with the indentation of a
@@ -97,13 +90,10 @@ struct Borgmatic {
 impl Borgmatic {
     /// `None` (with the reason printed) when borgmatic or borg is not installed.
     fn new(env: &TestEnv, config_text: &str) -> Option<Borgmatic> {
-        for tool in [BORGMATIC, BORG] {
-            if !Path::new(tool).is_file() {
-                skip(&format!(
-                    "{tool} is missing; install it with `apt-get install borgmatic borgbackup` (cargo xtask test and .ci/run do)"
-                ));
-                return None;
-            }
+        if !require::command_from(BORGMATIC, "borgmatic")
+            || !require::command_from(BORG, "borgbackup")
+        {
+            return None;
         }
         let b = Borgmatic {
             source: env.path("data"),

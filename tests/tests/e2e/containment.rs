@@ -777,13 +777,7 @@ fn worker_no_wait_skips_are_loud_and_recorded() {
 
 /// `pid`'s parent, from `/proc`.
 fn parent_of(pid: i32) -> Option<i32> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    st.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    hookrun_tests::procfs::stat(pid).map(|st| st.ppid)
 }
 
 #[test]
@@ -869,26 +863,7 @@ fn an_async_hook_whose_log_cannot_be_written_is_reported_before_it_starts() {
 /// Live processes whose environment names this test tree's config: everything hookrun
 /// or a hook of this tree started inherits `HOOKRUN_CONFIG`.
 fn processes_of(env: &TestEnv) -> Vec<i32> {
-    let needle = format!("HOOKRUN_CONFIG={}", env.config_path().display());
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|&p| p != me)
-                .filter(|p| {
-                    let zombie =
-                        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
-                            st.rsplit_once(')')
-                                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-                        });
-                    !zombie
-                        && std::fs::read(format!("/proc/{p}/environ"))
-                            .is_ok_and(|e| e.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    hookrun_tests::procfs::live_with_env(&format!("HOOKRUN_CONFIG={}", env.config_path().display()))
 }
 
 /// The sweep: every way a hook can try to outlive its run, through every kind of run
@@ -939,10 +914,7 @@ fn nothing_any_run_starts_outlives_it() {
     if !left.is_empty() {
         let shown: Vec<String> = left
             .iter()
-            .map(|p| {
-                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
-            })
+            .map(|p| format!("{p}: {}", hookrun_tests::procfs::cmdline(*p)))
             .collect();
         kill_all(&left.iter().map(|p| Pid::from_raw(*p)).collect::<Vec<_>>());
         panic!("processes outlived their runs:\n{}", shown.join("\n"));

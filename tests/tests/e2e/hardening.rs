@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use hookrun_tests::require;
 use hookrun_tests::{Run, TestEnv, bin, chmod, mkdir, write_file};
 
 use crate::vzdump_call;
@@ -36,20 +37,9 @@ fn hookrun(env: &TestEnv) -> Run {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
 }
 
-/// Why a test that needs root and setpriv cannot run here, if it cannot.
-fn cannot_act_as_nobody() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root to act as another user (uid 65534)");
-    }
-    if !Path::new("/usr/bin/setpriv").exists() {
-        return Some("needs setpriv (Debian package util-linux)");
-    }
-    None
-}
-
-#[allow(clippy::print_stderr)]
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
+/// Root, to act as another user (uid 65534), and setpriv to do it.
+fn can_act_as_nobody() -> bool {
+    require::root() && require::command_from("/usr/bin/setpriv", "util-linux")
 }
 
 fn chown(path: &Path, uid: u32) {
@@ -155,8 +145,8 @@ fn wait_started(a: &Attacker) {
 #[test]
 #[allow(clippy::print_stderr)] // the figures, for docs/reliability.md
 fn swapping_the_hooks_directory_under_a_writable_ancestor_never_runs_the_attackers_file() {
-    if let Some(why) = cannot_act_as_nobody() {
-        return skip("swapping_the_hooks_directory", why);
+    if !can_act_as_nobody() {
+        return;
     }
     let env = TestEnv::new();
     // World-writable without the sticky bit: anyone may rename what is in it.
@@ -198,8 +188,8 @@ fn swapping_the_hooks_directory_under_a_writable_ancestor_never_runs_the_attacke
 
 #[test]
 fn under_a_sticky_ancestor_the_swap_fails_and_root_hooks_keep_running() {
-    if let Some(why) = cannot_act_as_nobody() {
-        return skip("under_a_sticky_ancestor", why);
+    if !can_act_as_nobody() {
+        return;
     }
     let env = TestEnv::new();
     // Like /tmp: others may add entries but not rename root's, so this is trusted.
@@ -224,8 +214,8 @@ fn under_a_sticky_ancestor_the_swap_fails_and_root_hooks_keep_running() {
 
 #[test]
 fn a_symlinked_hook_is_judged_by_every_link_and_directory_of_its_chain() {
-    if let Some(why) = cannot_act_as_nobody() {
-        return skip("a_symlinked_hook_is_judged", why);
+    if !can_act_as_nobody() {
+        return;
     }
     let env = TestEnv::new();
     // The target's immediate directory is fine, an ancestor of it is not (on main only
@@ -275,8 +265,8 @@ fn a_symlinked_hook_is_judged_by_every_link_and_directory_of_its_chain() {
 
 #[test]
 fn a_log_directory_squatted_by_another_user_is_not_written_through() {
-    if let Some(why) = cannot_act_as_nobody() {
-        return skip("a_log_directory_squatted", why);
+    if !can_act_as_nobody() {
+        return;
     }
     let env = TestEnv::new();
     mkdir(&env.log_dir(), 0o755);

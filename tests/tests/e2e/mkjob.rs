@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hookrun_tests::require;
 use hookrun_tests::{TestEnv, kill_all, wait_dead, write_file};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -52,13 +53,9 @@ fn allowed(name: &str) -> bool {
 }
 
 #[test]
-#[allow(clippy::print_stderr)]
 fn the_agent_never_sees_a_temp_file_even_while_fsync_is_slow() {
     let strace = Path::new("/usr/bin/strace");
-    if !strace.exists() {
-        eprintln!(
-            "SKIP the_agent_never_sees_a_temp_file_even_while_fsync_is_slow: /usr/bin/strace is missing (apt-get install strace; cargo xtask test installs it)"
-        );
+    if !require::command_from("/usr/bin/strace", "strace") {
         return;
     }
     let env = env_with_mk_job_dir();

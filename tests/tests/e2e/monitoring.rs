@@ -5,14 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use hookrun_tests::{Run, TestEnv, bin, shell_quote, write_file};
-
-/// Says that and why a test does not run here. Written to stderr directly, not with
-/// `eprintln!`, which the test harness captures and hides for a test that passes.
-fn skip(test: &str, why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "SKIP monitoring::{test}: {why}");
-}
+use hookrun_tests::{Run, TestEnv, bin, require, shell_quote, write_file};
 
 /// `hookrun` with the tree's config and nothing else in its environment but `PATH`.
 fn hookrun(env: &TestEnv) -> Run {
@@ -80,11 +73,7 @@ fn log_escapes_control_characters_so_an_object_cannot_forge_a_row() {
 /// Peak RSS (KiB) of a run of `hookrun ARGS`, measured by GNU time.
 fn peak_rss_kib(env: &TestEnv, args: &[&str]) -> Option<(u64, String)> {
     let time = Path::new("/usr/bin/time");
-    if !time.exists() {
-        skip(
-            "the memory measurement",
-            "/usr/bin/time is missing (Debian package time)",
-        );
+    if !require::command_from("/usr/bin/time", "time") {
         return None;
     }
     let report = env.path("time.out");
@@ -202,14 +191,10 @@ fn log_continues_into_rotated_and_compressed_record_files() {
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
 
-/// Why a test of a real daemon cannot run here, if it cannot.
-fn missing(what: &[&str]) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (it mounts in a private mount namespace)".into());
-    }
-    what.iter()
-        .find(|p| !Path::new(p).exists())
-        .map(|p| format!("{p} is missing (cargo xtask test installs the Debian packages)"))
+/// Whether a test of a real daemon can run here: it mounts in a private mount namespace,
+/// and runs `programs`.
+fn daemon_prerequisites(programs: &[&str]) -> bool {
+    require::cap_sys_admin() && programs.iter().all(|p| require::command(p))
 }
 
 /// The journal entries of a `journalctl -o json` output.
@@ -234,8 +219,7 @@ fn field<'a>(e: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> &
 /// there too.
 #[test]
 fn a_real_journald_selects_hook_runs_by_their_fields() {
-    if let Some(why) = missing(&[JOURNALD, "/usr/bin/unshare", "/bin/journalctl"]) {
-        skip("a_real_journald_selects_hook_runs_by_their_fields", &why);
+    if !daemon_prerequisites(&[JOURNALD, "/usr/bin/unshare", "/bin/journalctl"]) {
         return;
     }
     let env = TestEnv::new();
@@ -575,14 +559,9 @@ fn now_secs() -> f64 {
 /// promtool accepts.
 #[test]
 fn a_real_node_exporter_serves_the_textfile_after_every_kind_of_run() {
-    if let Some(why) = [NODE_EXPORTER, PROMTOOL]
-        .iter()
-        .find(|p| !Path::new(p).exists())
+    if !require::command_from(NODE_EXPORTER, "prometheus-node-exporter")
+        || !require::command_from(PROMTOOL, "prometheus")
     {
-        skip(
-            "a_real_node_exporter_serves_the_textfile_after_every_kind_of_run",
-            &format!("{why} is missing (cargo xtask test installs the Debian packages)"),
-        );
         return;
     }
     let env = TestEnv::new();
@@ -892,11 +871,7 @@ fn readme_alert_rules() -> String {
 /// (`promtool test rules` on series like hookrun's).
 #[test]
 fn the_readmes_alert_rules_pass_promtool() {
-    if !Path::new(PROMTOOL).exists() {
-        skip(
-            "the_readmes_alert_rules_pass_promtool",
-            &format!("{PROMTOOL} is missing (Debian package prometheus)"),
-        );
+    if !require::command_from(PROMTOOL, "prometheus") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

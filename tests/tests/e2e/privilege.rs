@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hookrun_tests::require;
 use hookrun_tests::{Record, Run, TestEnv, chmod, mkdir, shell_quote, write_file};
 
-use crate::borgmatic::skip;
 use crate::vzdump_call;
 
 fn q(p: &Path) -> String {
@@ -58,8 +58,7 @@ fn wait_for_records(env: &TestEnv, n: usize) -> Vec<Record> {
 
 #[test]
 fn nice_and_io_class_apply_to_the_hook_and_everything_it_starts() {
-    if !Path::new("/usr/bin/ionice").is_file() {
-        skip("/usr/bin/ionice is missing (util-linux)");
+    if !require::command_from("/usr/bin/ionice", "util-linux") {
         return;
     }
     let env = TestEnv::new();
@@ -124,8 +123,7 @@ fn nice_and_io_class_apply_to_the_hook_and_everything_it_starts() {
 
 #[test]
 fn nice_and_io_class_defaults_from_the_config_apply_per_platform_and_headers_win() {
-    if !Path::new("/usr/bin/ionice").is_file() {
-        skip("/usr/bin/ionice is missing (util-linux)");
+    if !require::command_from("/usr/bin/ionice", "util-linux") {
         return;
     }
     let env = TestEnv::with_config("[vzdump]\nnice = 13\nio_class = \"best-effort:6\"");
@@ -155,8 +153,8 @@ fn nice_and_io_class_defaults_from_the_config_apply_per_platform_and_headers_win
 
 #[test]
 fn a_user_hook_runs_as_that_user_and_hookrun_keeps_its_records() {
-    if !nix::unistd::geteuid().is_root() {
-        skip("the '# user:' test needs root (it switches to nobody)");
+    // Root: it switches to nobody.
+    if !require::root() {
         return;
     }
     let env = TestEnv::new();
@@ -302,8 +300,8 @@ fn invalid_values_and_unknown_users_refuse_the_hook_with_file_and_line() {
 
 #[test]
 fn user_is_ignored_with_a_warning_when_hookrun_is_not_root() {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/setpriv").is_file() {
-        skip("this test needs root and setpriv (util-linux) to run hookrun as nobody");
+    // Root and setpriv, to run hookrun as nobody.
+    if !require::root() || !require::command_from("/usr/bin/setpriv", "util-linux") {
         return;
     }
     let env = TestEnv::new();
@@ -384,8 +382,8 @@ fn one_http_request() -> (String, std::thread::JoinHandle<String>) {
 
 #[test]
 fn the_contrib_healthchecks_hook_works_as_nobody() {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/curl").is_file() {
-        skip("this test needs root (to switch to nobody) and curl");
+    // Root, to switch to nobody.
+    if !require::root() || !require::command_from("/usr/bin/curl", "curl") {
         return;
     }
     let env = TestEnv::new();

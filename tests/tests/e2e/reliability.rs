@@ -30,6 +30,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use hookrun_tests::libvirt::{RunStdin, libvirt_env};
+use hookrun_tests::procfs::{self, become_subreaper, has_open};
 use hookrun_tests::{
     DEFAULT_PATH, Outcome, Record, Run, TestEnv, bin, chmod, kill_all, mkdir, read_pids,
     shell_quote, wait_dead, wait_for_lines, write_file,
@@ -54,35 +55,6 @@ fn new_mark(test: &str) -> String {
     format!("{test}-{}-{nanos}", std::process::id())
 }
 
-/// Makes this test process a child subreaper (once): orphans of the processes it starts
-/// are re-parented to it instead of to PID 1 (which, in a container, may never reap).
-fn become_subreaper() {
-    static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| {
-        nix::sys::prctl::set_child_subreaper(true).expect("prctl(PR_SET_CHILD_SUBREAPER)");
-    });
-}
-
-/// What `/proc/<pid>/stat` says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    ppid: i32,
-    /// Start time in clock ticks since boot: with the pid, it identifies the process.
-    start: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(Stat {
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
-
 /// A process seen carrying the mark.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -93,33 +65,20 @@ struct Seen {
 /// Live processes whose environment carries `mark` (a zombie has no environment left).
 fn marked_processes(mark: &str) -> Vec<(i32, Seen)> {
     let needle = format!("{MARK_VAR}={mark}");
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-            continue;
-        }
-        let Some(st) = proc_stat(pid) else { continue };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .unwrap_or_default();
-        out.push((
-            pid,
-            Seen {
-                start: st.start,
-                cmd: cmd.trim_end().to_owned(),
-            },
-        ));
-    }
-    out
+    procfs::pids()
+        .into_iter()
+        .filter(|&pid| procfs::environ_has(pid, &needle))
+        .filter_map(|pid| {
+            let st = procfs::stat(pid)?;
+            Some((
+                pid,
+                Seen {
+                    start: st.start,
+                    cmd: procfs::cmdline(pid),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Samples `/proc` for marked processes in the background, so that processes which
@@ -179,7 +138,7 @@ fn settle(mark: &str, seen: &BTreeMap<i32, Seen>, deadline: Duration) -> (Vec<St
             left.push(format!("{pid} still running: {}", s.cmd));
         }
         for (pid, s) in seen {
-            match proc_stat(*pid) {
+            match procfs::stat(*pid) {
                 None => {}
                 // The pid is another process's now.
                 Some(st) if st.start != s.start => {}
@@ -219,33 +178,13 @@ fn kill_marked(mark: &str) {
 fn watch_peak_rss(pid: Pid) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut peak = 0;
-        loop {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                return peak;
-            };
-            let hwm = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-            match hwm {
-                Some(kb) => peak = peak.max(kb),
-                // A zombie has no memory any more.
-                None => return peak,
-            }
+        // None: gone, or a zombie, which has no memory any more.
+        while let Some(kb) = procfs::peak_rss_kb(pid.as_raw()) {
+            peak = peak.max(kb);
             std::thread::sleep(Duration::from_millis(10));
         }
+        peak
     })
-}
-
-/// The file descriptors of `pid` that point at `needle` (a path or part of one).
-fn has_open(pid: i32, needle: &str) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten().any(|fd| {
-                std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains(needle))
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// Waits until `pid` or one of its children (a supervisor's worker) has a descriptor
@@ -253,7 +192,7 @@ fn has_open(pid: i32, needle: &str) -> bool {
 fn wait_until_open(pid: i32, needle: &str, deadline: Duration) {
     let start = Instant::now();
     while !has_open(pid, needle)
-        && !hookrun_tests::children_of(pid)
+        && !procfs::children_of(pid)
             .iter()
             .any(|c| has_open(*c, needle))
     {
@@ -2167,7 +2106,7 @@ fn a_worker_command_running_long_leaves_no_zombie_supervisors_behind_it() {
         .unwrap();
     let start = Instant::now();
     let state = loop {
-        let st = proc_stat(sup).filter(|st| st.ppid == worker);
+        let st = procfs::stat(sup).filter(|st| st.ppid == worker);
         match st {
             None => break None,
             Some(st) if start.elapsed() > Duration::from_secs(5) => break Some(st),

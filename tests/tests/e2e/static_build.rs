@@ -13,9 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hookrun_tests::{Run, mkdir, workspace_root, write_file};
-
-use crate::borgmatic::skip;
+use hookrun_tests::{Run, mkdir, require, workspace_root, write_file};
 
 const BUSYBOX: &str = "/bin/busybox";
 const UNSHARE: &str = "/usr/bin/unshare";
@@ -39,29 +37,26 @@ fn has_interp(path: &Path) -> bool {
     (0..phnum as usize).any(|i| u(phoff + i * phentsize, 4) == 3)
 }
 
-/// Why the test cannot run here, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("the libc-less chroot test needs root (chroot, mknod, unshare)".into());
-    }
-    if !Path::new(BUSYBOX).is_file() {
-        return Some(format!(
-            "{BUSYBOX} is missing; install it with `apt-get install busybox-static` (cargo xtask test and .ci/run do)"
-        ));
+/// Whether the test can run here: root for chroot, mknod and unshare, a static busybox,
+/// and the tools that unpack the tarball.
+fn prerequisites() -> bool {
+    if !require::root() || !require::command_from(BUSYBOX, "busybox-static") {
+        return false;
     }
     if has_interp(Path::new(BUSYBOX)) {
-        return Some(format!(
-            "{BUSYBOX} is dynamically linked (the busybox package); the test needs busybox-static"
-        ));
+        return require::missing(
+            &format!("{BUSYBOX} linked statically (this one is dynamic: the busybox package)"),
+            "apt-get install busybox-static, or cargo xtask test, which installs it",
+        );
     }
-    for tool in [UNSHARE, CHROOT, "/usr/bin/xz", "/bin/tar"] {
-        if !Path::new(tool).is_file() {
-            return Some(format!(
-                "{tool} is missing (util-linux, coreutils, xz-utils, tar)"
-            ));
-        }
-    }
-    None
+    [
+        (UNSHARE, "util-linux"),
+        (CHROOT, "coreutils"),
+        ("/usr/bin/xz", "xz-utils"),
+        ("/bin/tar", "tar"),
+    ]
+    .iter()
+    .all(|(tool, package)| require::command_from(tool, package))
 }
 
 /// `cargo xtask package --static-only`, once per test process: the tarball's path.
@@ -168,8 +163,7 @@ fn read(p: &Path) -> String {
 
 #[test]
 fn static_binaries_run_in_a_chroot_without_libc() {
-    if let Some(why) = missing_prerequisite() {
-        skip(&why);
+    if !prerequisites() {
         return;
     }
     let tarball = tarball();
