@@ -134,13 +134,7 @@ impl Cache {
 /// Where the cache of `hooks_dir` lives: one file per directory, named by a hash of its
 /// path (the path itself is inside too, so a collision only means a miss).
 fn file_name(hooks_dir: &[u8]) -> String {
-    // FNV-1a, 64 bits: stable across builds, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in hooks_dir {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("scan-{h:016x}")
+    format!("scan-{:016x}", fnv(hooks_dir))
 }
 
 /// Local file systems whose timestamps have sub-second resolution and no attribute
@@ -326,6 +320,7 @@ fn encode(known: &[Known], path: &[u8], (dev, ino): (u64, u64)) -> Vec<u8> {
     out
 }
 
+/// FNV-1a, 64 bits: stable across builds, unlike std's hasher.
 fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
