@@ -284,9 +284,9 @@ fn is_async_supervisor(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    // A supervisor, its worker, or its guard after the guard re-executed itself (a
+    // A supervisor, its worker, or its guard (which keeps the supervisor's argv; a
     // dispatcher's own guard is its parent, never below it).
-    if !cmdline.starts_with(b"hookrun-async ") && !cmdline.starts_with(b"hookrun-guard\0") {
+    if !cmdline.starts_with(b"hookrun-async ") {
         return false;
     }
     match (
@@ -439,82 +439,46 @@ fn single_threaded() -> bool {
         == Some("1")
 }
 
-/// The argument that starts a guard; see [`guard_entry`].
-pub const GUARD_FLAG: &str = "--hookrun-guard";
-
-/// Turns the parent of a fresh fork into the guard. It re-executes itself first: that
-/// drops its copy of the worker's memory, which the worker would otherwise pay for page
-/// by page (copy-on-write) for as long as it runs. The blocked signals and any that are
-/// pending survive the exec. If the exec fails, the guard runs in place.
+/// Turns the parent of a fresh fork into the guard, in place. The fork is made first
+/// thing in a dispatch, while the process is small, so the worker pays copy-on-write
+/// for a few pages only; re-executing the guard instead cost more CPU than it saved
+/// (docs/performance.md). What an exec would have dropped is dropped by hand: the
+/// close-on-exec descriptors (the worker's directory handles, log and lock files: a
+/// lock must not stay held through the guard's copy of its descriptor) and stdin,
+/// which the guard never reads.
 fn become_guard(worker: Pid, forwarded: &nix::sys::signal::SigSet) -> ! {
-    let marker =
-        nix::sys::memfd::memfd_create("hookrun-guard", nix::sys::memfd::MFdFlags::MFD_CLOEXEC);
-    if let Ok(marker) = marker {
-        let pid = std::ffi::CString::new(worker.as_raw().to_string()).unwrap_or_default();
-        // The binary's own path, so `ps` shows its name rather than "exe".
-        let exe = std::fs::read_link("/proc/self/exe")
-            .ok()
-            .and_then(|p| {
-                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).ok()
-            })
-            .filter(|p| !p.as_bytes().ends_with(b" (deleted)"))
-            .unwrap_or_else(|| c"/proc/self/exe".to_owned());
-        let argv = [c"hookrun-guard", c"--hookrun-guard", pid.as_c_str()];
-        // SAFETY: dup2 onto stdin (the guard reads nothing) and execv with NUL-terminated
-        // strings that outlive the call; on failure we carry on in this process.
-        unsafe {
-            if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&marker), 0) == 0 {
-                let ptrs = [
-                    argv[0].as_ptr(),
-                    argv[1].as_ptr(),
-                    argv[2].as_ptr(),
-                    std::ptr::null(),
-                ];
-                libc::execv(exe.as_ptr(), ptrs.as_ptr());
-            }
-        }
+    // `ps -o comm`, `top` and `pgrep hookrun-guard` tell it from the worker, which
+    // keeps the argv the platform gave.
+    let _ = nix::sys::prctl::set_name(c"hookrun-guard");
+    close_exec_descriptors();
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
     }
+    // The worker may have ended already: its SIGCHLD is pending then, and the loop's
+    // first wait returns it.
     guard_loop(worker, forwarded)
 }
 
-/// If this process was exec'd as a guard by [`guard`], runs it (never returns). Called
-/// first thing by every hookrun binary, through `supervise::supervisor_entry`. A
-/// platform controls argv, so the flag alone proves nothing: a guard also has a memory
-/// file named `hookrun-guard` as its stdin, which no platform passes.
-pub fn guard_entry() {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.len() != 3 || args[1] != GUARD_FLAG {
-        return;
-    }
-    let is_guard = std::fs::read_link("/proc/self/fd/0").is_ok_and(|l| {
-        std::os::unix::ffi::OsStrExt::as_bytes(l.as_os_str()).starts_with(b"/memfd:hookrun-guard")
-    });
-    let Some(worker) = args[2].to_str().and_then(|p| p.parse::<i32>().ok()) else {
+/// Closes every descriptor above stderr that is close-on-exec, as an exec would.
+fn close_exec_descriptors() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
-    if !is_guard || worker <= 1 {
-        return;
-    }
-    // The marker has done its job; the guard reads nothing.
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        // SAFETY: dup2 onto our own stdin.
-        unsafe {
-            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0);
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // The listing's own descriptor is closed by now and fails harmlessly.
+        if set_close_on_exec(fd, true) == Some(true) {
+            // SAFETY: the guard owns no Rust object that wraps these descriptors it
+            // will use again: it only waits for signals from here on.
+            unsafe {
+                libc::close(fd);
+            }
         }
     }
-    let mut forwarded = nix::sys::signal::SigSet::empty();
-    for s in crate::signals::TERMINATING {
-        forwarded.add(s);
-    }
-    forwarded.add(Signal::SIGCHLD);
-    // Still blocked from before the exec; said again in case the mask was lost.
-    let _ = forwarded.thread_block();
-    // The worker may have ended during the exec: its SIGCHLD is pending, or it is
-    // already a zombie waiting for us.
-    if let Some(end) = reap_guarded(Pid::from_raw(worker)) {
-        finish_guard(end);
-    }
-    guard_loop(Pid::from_raw(worker), &forwarded)
 }
 
 /// The guard: forwards stop signals to the worker, reaps, and when the worker is gone

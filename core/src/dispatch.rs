@@ -142,6 +142,9 @@ pub fn dispatch_for_platform(
     default_dir: &Path,
 ) -> Result<Report, i32> {
     let no_hooks = if req.may_fail { 78 } else { 0 };
+    // The guard is split off now, while this process is small: forking after the scan
+    // made the worker pay copy-on-write for every page of it (docs/performance.md).
+    crate::contain::guard();
     let config = crate::config::Config::load().map_err(|e| {
         tracing::error!("{e}; no hooks were run (fix the configuration file)");
         no_hooks
@@ -223,7 +226,9 @@ impl<'a> Dispatcher<'a> {
             req,
             run_id: new_run_id(),
             records: RecordLog::new(&settings.log_dir),
-            signals: None,
+            // A guarded worker has caught stop signals since the fork: one that came
+            // during the scan is waiting in the self-pipe and must stop the first hook.
+            signals: crate::contain::guard_pid().and_then(|_| SignalWatch::install().ok()),
             euid: nix::unistd::geteuid().as_raw(),
             filtered: None,
             pending: Vec::new(),

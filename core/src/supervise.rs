@@ -258,7 +258,6 @@ fn spawn_detached(job: &str, input: &File, report: &std::os::fd::OwnedFd) -> std
 /// with exactly two arguments and the spec in a memory file named `hookrun-async` as its
 /// stdin, which no platform passes.
 pub fn supervisor_entry() -> Option<i32> {
-    crate::contain::guard_entry();
     let mut args = std::env::args_os();
     if args.len() != 2 || args.nth(1).as_deref() != Some(OsStr::new(SUPERVISOR_FLAG)) {
         return None;

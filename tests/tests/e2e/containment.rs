@@ -920,3 +920,75 @@ fn nothing_any_run_starts_outlives_it() {
         panic!("processes outlived their runs:\n{}", shown.join("\n"));
     }
 }
+
+#[test]
+fn the_guard_is_named_and_keeps_only_the_descriptors_an_exec_would_keep() {
+    let env = TestEnv::with_config("kill_grace = 1");
+    let pids = env.path("pids");
+    env.hook("10-locked")
+        .sync()
+        .phases("job-start")
+        .header("lock: nas")
+        .body(&format!(
+            "echo $$ >> {}\nexec sleep 300",
+            q(&pids.to_string_lossy())
+        ))
+        .write();
+    let running = crate::vzdump_call(&env).arg("job-start").spawn();
+    wait_for_lines(&pids, 1, Duration::from_secs(20));
+    let guard = running.pid().as_raw();
+    let comm = std::fs::read_to_string(format!("/proc/{guard}/comm")).unwrap();
+    // The guard forks in place now, without an exec: everything the worker opened
+    // after the fork (the lock file above all, whose flock a copy would keep held) and
+    // stdin must be gone from it, as an exec would have left them.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{guard}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            format!("{}->{}", e.file_name().to_string_lossy(), target.display())
+        })
+        .collect();
+    let worker = children_of(guard);
+    let worker_holds_lock = worker
+        .first()
+        .is_some_and(|&w| hookrun_tests::procfs::has_open(w, "nas"));
+    kill_all(&read_pids(&pids));
+    let _ = kill(Pid::from_raw(guard), Signal::SIGTERM);
+    let _ = running.wait();
+    assert_eq!(comm.trim(), "hookrun-guard");
+    assert!(
+        worker_holds_lock,
+        "the worker holds the lock file (test sanity)"
+    );
+    // What the caller passed stays, as through an exec: the test process's own
+    // descriptors that are not close-on-exec. Nothing the process opened for itself
+    // before the fork (the self-pipe, the scan's and the log's handles) may.
+    let mut numbers: Vec<i32> = fds
+        .iter()
+        .map(|f| f.split("->").next().unwrap().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    let mut expected: Vec<i32> = vec![0, 1, 2];
+    expected.extend(inherited_by_children().into_iter().filter(|&fd| fd > 2));
+    expected.sort_unstable();
+    assert_eq!(numbers, expected, "the guard's descriptors: {fds:?}");
+    assert!(
+        fds.iter().any(|f| f == "0->/dev/null"),
+        "the guard's stdin is /dev/null: {fds:?}"
+    );
+}
+
+/// This process's descriptors that a child inherits (not close-on-exec).
+fn inherited_by_children() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            let flags = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
+            flags >= 0 && flags & nix::libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
