@@ -9,20 +9,25 @@ use hookrun_core::header::Header;
 use hookrun_core::{OnError, Settings};
 
 use crate::cli::ListArgs;
+use crate::host::Host;
 use crate::platforms;
 
 pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
     platforms::validate_name(&args.platform)?;
     let config = crate::load_config()?;
     let settings = config.settings_for(&args.platform);
-    let platform = platforms::platform(&args.platform);
+    let platform = platforms::get(&args.platform);
     let dir = match &args.hooks_dir {
         Some(d) => d.clone(),
-        None => hookrun_core::resolve_hooks_dir(&settings, None, &platform.default_hooks_dir),
+        None => hookrun_core::resolve_hooks_dir(
+            &settings,
+            None,
+            &platform.default_hooks_dir(&Host::local()),
+        ),
     };
     let mut entries = discover::scan(&dir)?;
-    if let Some(rule) = &platform.implicit {
-        discover::apply_implicit(&mut entries, rule);
+    if let Some(rule) = platform.implicit() {
+        discover::apply_implicit(&mut entries, &rule);
     }
     let text = match &args.phase {
         Some(phase) => plan(
@@ -31,7 +36,7 @@ pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
             &entries,
             phase,
             args.object.as_deref(),
-            (platform.default_on_error)(phase),
+            platform.default_on_error(phase),
         ),
         None => inventory(&settings, &dir, &entries, &args.platform),
     };
