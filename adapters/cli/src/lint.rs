@@ -75,9 +75,9 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
         let settings = config.settings_for(&platform_name);
         if meta.is_dir() {
             if settings.strict_permissions
-                && let Err(why) = hookrun_core::perms::check_dir_path(path, euid)
+                && let Err(e) = hookrun_core::perms::verify_dir_path(path, euid)
             {
-                tally.report(&path.display().to_string(), Severity::Error, &why);
+                tally.report(&path.display().to_string(), Severity::Error, &e.to_string());
             }
             let mut entries = discover::scan(path)?;
             if let Some(rule) = platform.as_ref().and_then(|p| p.implicit()) {
@@ -202,7 +202,7 @@ fn lint_entry(
     {
         tally.report(&format!("{shown}:{}", cb.line), Severity::Warning, cb.lint);
     }
-    if strict && let Err(why) = hookrun_core::perms::check_entry(entry, euid) {
+    if strict && let Err(why) = hookrun_core::perms::verify_entry(entry, euid) {
         tally.report(&shown, Severity::Error, &format!("would be refused: {why}"));
     }
 }

@@ -50,10 +50,20 @@ fn euid() -> u32 {
 
 fn dir_problem(settings: &Settings, dir: &Path) -> Option<String> {
     if settings.strict_permissions {
-        hookrun_core::perms::check_dir_path(dir, euid()).err()
+        hookrun_core::perms::verify_dir_path(dir, euid())
+            .err()
+            .map(|e| e.to_string())
     } else {
         None
     }
+}
+
+/// Why `strict_permissions` refuses the hook, as one line: the whole message, fix
+/// included.
+fn refusal(e: &Entry) -> Option<String> {
+    hookrun_core::perms::verify_entry(e, euid())
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn width(entries: &[Entry]) -> usize {
@@ -94,12 +104,7 @@ pub fn plan(
                 let refusal = e
                     .job_conflict()
                     .or_else(|| dir_refusal.clone())
-                    .or_else(|| {
-                        settings
-                            .strict_permissions
-                            .then(|| hookrun_core::perms::check_entry(e, euid()).err())
-                            .flatten()
-                    });
+                    .or_else(|| settings.strict_permissions.then(|| refusal(e)).flatten());
                 match refusal {
                     Some(why) => {
                         problems += 1;
@@ -254,12 +259,10 @@ fn inventory(settings: &Settings, dir: &Path, entries: &[Entry], platform: &str)
                         "WARN",
                         format!("not executable: chmod +x {}", e.path.display()),
                     )
-                } else if let Some(why) = e.job_conflict().or_else(|| {
-                    settings
-                        .strict_permissions
-                        .then(|| hookrun_core::perms::check_entry(e, euid()).err())
-                        .flatten()
-                }) {
+                } else if let Some(why) = e
+                    .job_conflict()
+                    .or_else(|| settings.strict_permissions.then(|| refusal(e)).flatten())
+                {
                     ("REFUSED", why)
                 } else {
                     let mut d = format!("phases: {}; {}", phases_of(e), h.mode_or_default());

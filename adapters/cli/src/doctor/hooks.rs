@@ -4,6 +4,7 @@ use std::path::Path;
 
 use hookrun_core::discover::{self, Entry, EntryState};
 use hookrun_core::lint::{self, lint_bytes};
+use hookrun_core::perms::{self, PermError};
 use hookrun_core::{Mode, Settings};
 
 use super::report::{Finding, Section, Severity};
@@ -84,14 +85,13 @@ impl Doctor<'_> {
         };
         let mut dir_refused = false;
         if settings.strict_permissions {
-            if let Err(why) = hookrun_core::perms::check_dir_path(dir, uid) {
-                let (msg, fix) = split_fix(&why);
-                s.findings.push(Finding {
-                    severity: Severity::Error,
-                    subject: "hooks dir".into(),
-                    message: format!("{msg}: every hook in it is refused"),
-                    fix: fix.or_else(|| Some(format!("chmod 0755 {}", sh(dir)))),
-                });
+            if let Err(e) = perms::verify_dir_path(dir, uid) {
+                s.findings.push(refusal(
+                    "hooks dir",
+                    &e,
+                    |problem| format!("{problem}: every hook in it is refused"),
+                    format!("chmod 0755 {}", sh(dir)),
+                ));
                 dir_refused = true;
             }
         } else {
@@ -230,16 +230,15 @@ impl Doctor<'_> {
             );
         } else if settings.strict_permissions
             && !dir_refused
-            && let Err(why) = hookrun_core::perms::check_entry(e, uid)
+            && let Err(err) = perms::verify_entry(e, uid)
         {
             clean = false;
-            let (msg, fix) = split_fix(&why);
-            s.findings.push(Finding {
-                severity: Severity::Error,
-                subject: subject.clone(),
-                message: format!("refused (a failure wherever it would run): {msg}"),
-                fix: fix.or_else(|| Some(format!("mv {} {}.disabled", sh(path), sh(path)))),
-            });
+            s.findings.push(refusal(
+                &subject,
+                &err,
+                |problem| format!("refused (a failure wherever it would run): {problem}"),
+                format!("mv {} {}.disabled", sh(path), sh(path)),
+            ));
         }
         if h.mode == Some(Mode::Sync)
             && let Some(cb) = platform.sync_callback(path)
@@ -363,34 +362,61 @@ fn contrib_use(path: &Path) -> Option<ContribUse> {
     })
 }
 
-/// Splits a core message ending in `...: chmod go-w DIR` into the message and the fix.
-fn split_fix(msg: &str) -> (String, Option<String>) {
-    for (i, _) in msg.rmatch_indices(": ") {
-        let rest = &msg[i + 2..];
-        if ["chmod ", "chown ", "mkdir "]
-            .iter()
-            .any(|p| rest.starts_with(p))
-        {
-            return (msg[..i].to_owned(), Some(rest.to_owned()));
-        }
+/// A permission refusal as an error finding: core's problem put in context by
+/// `message`, and core's fix on a line of its own — `fallback` where core's remedy is a
+/// decision rather than a command.
+fn refusal(
+    subject: &str,
+    e: &PermError,
+    message: impl FnOnce(&str) -> String,
+    fallback: String,
+) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        subject: subject.to_owned(),
+        message: message(&e.problem()),
+        fix: Some(e.fix().unwrap_or(fallback)),
     }
-    (msg.to_owned(), None)
 }
 
 #[cfg(test)]
 mod tests {
+    use hookrun_core::perms::Subject;
+
     use super::*;
 
     #[test]
-    fn fixes_are_split_from_core_messages() {
-        let (m, f) = split_fix(
-            "directory /x is writable by its group, so anyone there could run code as root: chmod go-w /x",
+    fn a_typed_refusal_renders_its_problem_and_its_fix_apart() {
+        let e = PermError::Writable {
+            what: Subject::Directory,
+            path: "/x".into(),
+            who: "its group",
+        };
+        let f = refusal(
+            "hooks dir",
+            &e,
+            |p| format!("{p}: every hook in it is refused"),
+            "chmod 0755 /x".into(),
         );
-        assert_eq!(f.as_deref(), Some("chmod go-w /x"));
-        assert!(m.ends_with("as root"), "{m}");
+        assert_eq!(f.severity, Severity::Error);
         assert_eq!(
-            split_fix("no fix here: sorry"),
-            ("no fix here: sorry".into(), None)
+            f.message,
+            "directory /x is writable by its group, so anyone there could run code as root: every hook in it is refused"
         );
+        assert_eq!(f.fix.as_deref(), Some("chmod go-w /x"));
+
+        // No command to offer: the caller's own remedy.
+        let e = PermError::NotADirectory {
+            path: "/x".into(),
+            wanted: "/x/y".into(),
+        };
+        let f = refusal(
+            "hook y",
+            &e,
+            |p| format!("refused: {p}"),
+            "mv /x/y /x/y.disabled".into(),
+        );
+        assert_eq!(f.message, format!("refused: {e}"));
+        assert_eq!(f.fix.as_deref(), Some("mv /x/y /x/y.disabled"));
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct Finding {
 pub(crate) struct Section {
     pub name: String,
     pub in_use: bool,
+    /// Why the platform is not in use, for the short list at the end of the text.
+    pub unused: Option<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -45,6 +47,7 @@ impl Section {
         Section {
             name: name.to_owned(),
             in_use: true,
+            unused: None,
             findings: Vec::new(),
         }
     }
@@ -73,6 +76,19 @@ impl Section {
         });
     }
 
+    /// The platform is not wired to hookrun and has no hooks directory: `why`, and how
+    /// to wire it.
+    pub(crate) fn not_in_use(&mut self, why: String, fix: Option<String>) {
+        self.in_use = false;
+        self.findings.push(Finding {
+            severity: Severity::Note,
+            subject: "wiring".into(),
+            message: format!("not in use: {why}"),
+            fix,
+        });
+        self.unused = Some(why);
+    }
+
     pub(crate) fn ok(&mut self, subject: &str, message: impl Into<String>) {
         self.add(Severity::Ok, subject, message);
     }
@@ -96,11 +112,7 @@ pub(super) fn text(host: &Host, sections: &[Section], errors: usize, warnings: u
     for sec in sections {
         let problems = sec.findings.iter().any(|f| f.severity >= Severity::Warning);
         if !sec.in_use && !problems {
-            let why = sec
-                .findings
-                .first()
-                .map(|f| f.message.trim_start_matches("not in use: ").to_owned())
-                .unwrap_or_default();
+            let why = sec.unused.as_deref().unwrap_or_default();
             unused.push(format!("  {:<16} {why}", sec.name));
             continue;
         }

@@ -77,12 +77,12 @@ impl Platform for Generic {
         let has_table = d.config.platform_names().any(|p| p == name);
         s.in_use = dir.exists() || has_table;
         if !s.in_use {
-            s.note(
-                "wiring",
+            s.not_in_use(
                 format!(
-                    "not in use: no hooks directory {} and no [{name}] table in the configuration",
+                    "no hooks directory {} and no [{name}] table in the configuration",
                     shown(&dir)
                 ),
+                None,
             );
             return s;
         }

@@ -61,14 +61,9 @@ pub(super) fn doctor(p: &Libvirt, d: &mut Doctor<'_>) -> Section {
         if !d.host.path("/etc/libvirt").exists() {
             why = "libvirt is not installed (no /etc/libvirt)".into();
         }
-        s.fix(
-            Severity::Note,
-            "wiring",
-            format!(
-                "not in use: {why}; no hooks directory {}",
-                shown(&hooks_dir)
-            ),
-            format!("hookrun install libvirt --driver {driver}"),
+        s.not_in_use(
+            format!("{why}; no hooks directory {}", shown(&hooks_dir)),
+            Some(format!("hookrun install libvirt --driver {driver}")),
         );
         return s;
     }

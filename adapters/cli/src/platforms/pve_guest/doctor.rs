@@ -175,14 +175,9 @@ pub(super) fn doctor(p: &PveGuest, d: &mut Doctor<'_>) -> Section {
         } else {
             "not a Proxmox VE node (no /etc/pve)".to_owned()
         };
-        s.fix(
-            Severity::Note,
-            "wiring",
-            format!(
-                "not in use: {why}; no hooks directory {}",
-                shown(&default_dir)
-            ),
-            "hookrun install pve-guest".to_owned(),
+        s.not_in_use(
+            format!("{why}; no hooks directory {}", shown(&default_dir)),
+            Some("hookrun install pve-guest".to_owned()),
         );
         return s;
     }

@@ -137,14 +137,9 @@ pub(super) fn doctor(p: &Vzdump, d: &mut Doctor<'_>) -> Section {
             None if conf.exists() => format!("{} has no script line", shown(&conf)),
             None => format!("not a Proxmox VE node (no {})", shown(&conf)),
         };
-        s.fix(
-            Severity::Note,
-            "wiring",
-            format!(
-                "not in use: {why}; no hooks directory {}",
-                shown(&default_dir)
-            ),
-            d.install_cmd(p.family(), false),
+        s.not_in_use(
+            format!("{why}; no hooks directory {}", shown(&default_dir)),
+            Some(d.install_cmd(p.family(), false)),
         );
         return s;
     }

@@ -18,14 +18,12 @@ pub(super) fn doctor(p: &Worker, d: &mut Doctor<'_>) -> Section {
     let cron = cron_lines(d.host);
     s.in_use = !cron.is_empty() || dir.exists();
     if !s.in_use {
-        s.fix(
-            Severity::Note,
-            "wiring",
+        s.not_in_use(
             format!(
-                "not in use: no cron line runs hookrun-worker; no hooks directory {}",
+                "no cron line runs hookrun-worker; no hooks directory {}",
                 shown(&dir)
             ),
-            "hookrun install worker",
+            Some("hookrun install worker".to_owned()),
         );
         return s;
     }
