@@ -86,8 +86,8 @@ pub trait Platform {
         None
     }
 
-    /// A usage error when `args` use an option of this platform's install while
-    /// `selected` says whether this platform is the one being installed.
+    /// A usage error for `args`: an option of this platform's install given to another
+    /// platform's (`selected` is false), or one that does not fit this install.
     fn install_usage(&self, _args: &InstallArgs, _host: &Host, _selected: bool) -> Option<String> {
         None
     }
