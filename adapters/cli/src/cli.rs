@@ -44,7 +44,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Platform whose hooks directory and phases to use (vzdump, pve-guest, libvirt-qemu, worker, or any name)
-    #[arg(long, short = 'p', default_value = "vzdump")]
+    #[arg(long, short = 'p', default_value = crate::platforms::DEFAULT)]
     pub platform: String,
     /// Show what a dispatch of this phase would do
     #[arg(long)]
@@ -185,23 +185,11 @@ pub struct HostArgs {
     pub bin_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InstallPlatform {
-    /// Proxmox vzdump: the script line of /etc/vzdump.conf
-    Vzdump,
-    /// Proxmox guest hookscripts: a snippet, then qm set / pct set
-    PveGuest,
-    /// libvirt: /etc/libvirt/hooks/DRIVER symlinks
-    Libvirt,
-    /// Container and cron workers
-    Worker,
-}
-
 #[derive(Debug, Args)]
 pub struct InstallArgs {
     /// The platform to wire
-    #[arg(value_enum)]
-    pub platform: InstallPlatform,
+    #[arg(value_parser = crate::platforms::install_values())]
+    pub platform: String,
     /// Perform the host-side steps (hooks directories, the script line of /etc/vzdump.conf, the snippet and libvirt symlinks), backing up any file it changes; guest configs are never changed
     #[arg(long)]
     pub apply: bool,
@@ -212,7 +200,7 @@ pub struct InstallArgs {
     #[arg(long = "vmid", value_name = "N", num_args = 1..)]
     pub vmids: Vec<u32>,
     /// libvirt: the drivers to wire (default qemu)
-    #[arg(long = "driver", value_name = "D", num_args = 1.., value_parser = clap::builder::PossibleValuesParser::new(["qemu", "lxc", "network", "daemon", "libxl", "bhyve"]))]
+    #[arg(long = "driver", value_name = "D", num_args = 1.., value_parser = crate::platforms::driver_values())]
     pub drivers: Vec<String>,
     /// pve-guest: the storage whose snippets directory gets the snippet (default local)
     #[arg(long, value_name = "S")]

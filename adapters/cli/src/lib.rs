@@ -11,7 +11,7 @@ mod install;
 mod lint;
 pub(crate) mod list;
 mod log;
-pub mod platforms;
+pub(crate) mod platforms;
 mod run;
 
 use clap::Parser;

@@ -46,7 +46,7 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
             }
         };
         // Without --platform, the hooks directory names it (/etc/hookrun/<platform>.d);
-        // vzdump when it does not.
+        // the default platform's settings when it does not.
         let inferred = args
             .platform
             .is_none()
@@ -63,38 +63,52 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
             .platform
             .clone()
             .or(inferred.clone())
-            .unwrap_or_else(|| "vzdump".into());
+            .unwrap_or_else(|| platforms::DEFAULT.into());
         let platform = args
             .platform
             .as_deref()
             .or(inferred.as_deref())
-            .map(platforms::platform);
+            .map(platforms::get);
         let known = platform
             .as_ref()
-            .and_then(|p| p.phases.map(|ph| (p.name.as_str(), ph)));
+            .and_then(|p| p.phases().map(|ph| (p.name(), ph)));
         let settings = config.settings_for(&platform_name);
         if meta.is_dir() {
             if settings.strict_permissions
-                && let Err(why) = hookrun_core::perms::check_dir_path(path, euid)
+                && let Err(e) = hookrun_core::perms::verify_dir_path(path, euid)
             {
-                tally.report(&path.display().to_string(), Severity::Error, &why);
+                tally.report(&path.display().to_string(), Severity::Error, &e.to_string());
             }
             let mut entries = discover::scan(path)?;
-            if let Some(rule) = platform.as_ref().and_then(|p| p.implicit.as_ref()) {
-                discover::apply_implicit(&mut entries, rule);
+            if let Some(rule) = platform.as_ref().and_then(|p| p.implicit()) {
+                discover::apply_implicit(&mut entries, &rule);
             }
             for entry in entries {
                 if !matches!(entry.state, EntryState::Ignored(_)) {
-                    lint_entry(&entry, known, settings.strict_permissions, euid, &mut tally);
+                    lint_entry(
+                        &entry,
+                        platform.as_deref(),
+                        known,
+                        settings.strict_permissions,
+                        euid,
+                        &mut tally,
+                    );
                 }
             }
         } else {
             let mut entry = [discover::inspect(path)];
-            if let Some(rule) = platform.as_ref().and_then(|p| p.implicit.as_ref()) {
-                discover::apply_implicit(&mut entry, rule);
+            if let Some(rule) = platform.as_ref().and_then(|p| p.implicit()) {
+                discover::apply_implicit(&mut entry, &rule);
             }
             let [entry] = entry;
-            lint_entry(&entry, known, settings.strict_permissions, euid, &mut tally);
+            lint_entry(
+                &entry,
+                platform.as_deref(),
+                known,
+                settings.strict_permissions,
+                euid,
+                &mut tally,
+            );
         }
     }
     println!(
@@ -108,9 +122,8 @@ pub fn main(args: &LintArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// The platform whose hooks directory `path` is (or, for a file, is in): a directory
-/// named `<platform>.d` for a platform hookrun knows the phases of — vzdump, pve-guest,
-/// worker, libvirt-<driver> — wherever it is, or a platform's default directory.
+/// The platform whose hooks directory `path` is (or, for a file, is in), by its name
+/// or place (see [`platforms::owning_dir`]).
 fn inferred_platform(path: &std::path::Path, is_dir: bool) -> Option<String> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let dir = if is_dir {
@@ -118,28 +131,12 @@ fn inferred_platform(path: &std::path::Path, is_dir: bool) -> Option<String> {
     } else {
         path.parent()?
     };
-    let known = |name: &str| {
-        name == hookrun_vzdump::PLATFORM
-            || name == hookrun_pve_guest::PLATFORM
-            || name == hookrun_worker::PLATFORM
-            || name
-                .strip_prefix("libvirt-")
-                .is_some_and(|d| hookrun_libvirt::DRIVERS.contains(&d))
-    };
-    if let Some(name) = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".d"))
-        .filter(|n| known(n))
-    {
-        return Some(name.to_owned());
-    }
-    (dir == std::path::Path::new(hookrun_worker::CONTAINER_HOOKS_DIR))
-        .then(|| hookrun_worker::PLATFORM.to_owned())
+    platforms::owning_dir(dir)
 }
 
 fn lint_entry(
     entry: &Entry,
+    platform: Option<&dyn platforms::Platform>,
     known: Option<(&str, &[&str])>,
     strict: bool,
     euid: u32,
@@ -200,42 +197,14 @@ fn lint_entry(
             &format!("not executable, so it never runs: chmod +x {shown}"),
         );
     }
-    if let Some((platform, _)) = known
-        && platform.starts_with("libvirt-")
-        && cand.header.mode == Some(hookrun_core::Mode::Sync)
-        && let Some(line) = calls_libvirt(&entry.path)
+    if cand.header.mode == Some(hookrun_core::Mode::Sync)
+        && let Some(cb) = platform.and_then(|p| p.sync_callback(&entry.path))
     {
-        tally.report(
-            &format!("{shown}:{line}"),
-            Severity::Warning,
-            "a sync libvirt hook calls back into libvirt (virsh): libvirt waits for this hook while it holds the domain's lock, so this deadlocks; use the XML on stdin, or make the hook '# mode: async'",
-        );
+        tally.report(&format!("{shown}:{}", cb.line), Severity::Warning, cb.lint);
     }
-    if strict && let Err(why) = hookrun_core::perms::check_entry(entry, euid) {
+    if strict && let Err(why) = hookrun_core::perms::verify_entry(entry, euid) {
         tally.report(&shown, Severity::Error, &format!("would be refused: {why}"));
     }
-}
-
-/// The first line (1-based) of a script that runs `virsh` or another libvirt client,
-/// ignoring comment lines. Reads at most 1 MiB.
-pub(crate) fn calls_libvirt(path: &std::path::Path) -> Option<usize> {
-    let text = script_text(path)?;
-    text.lines().enumerate().skip(1).find_map(|(i, line)| {
-        let code = line.trim_start();
-        if code.starts_with('#') {
-            return None;
-        }
-        let words = code.split(|c: char| {
-            !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '/' || c == '.')
-        });
-        words
-            .map(|w| w.rsplit('/').next().unwrap_or(w))
-            .any(|w| {
-                matches!(w, "virsh" | "virt-xml" | "virt-install" | "virt-clone")
-                    || w == "libvirt" && code.contains("import")
-            })
-            .then_some(i + 1)
-    })
 }
 
 /// A script's text for a look at what it runs: at most its first 1 MiB, lossily UTF-8.

@@ -9,20 +9,25 @@ use hookrun_core::header::Header;
 use hookrun_core::{OnError, Settings};
 
 use crate::cli::ListArgs;
+use crate::host::Host;
 use crate::platforms;
 
 pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
     platforms::validate_name(&args.platform)?;
     let config = crate::load_config()?;
     let settings = config.settings_for(&args.platform);
-    let platform = platforms::platform(&args.platform);
+    let platform = platforms::get(&args.platform);
     let dir = match &args.hooks_dir {
         Some(d) => d.clone(),
-        None => hookrun_core::resolve_hooks_dir(&settings, None, &platform.default_hooks_dir),
+        None => hookrun_core::resolve_hooks_dir(
+            &settings,
+            None,
+            &platform.default_hooks_dir(&Host::local()),
+        ),
     };
     let mut entries = discover::scan(&dir)?;
-    if let Some(rule) = &platform.implicit {
-        discover::apply_implicit(&mut entries, rule);
+    if let Some(rule) = platform.implicit() {
+        discover::apply_implicit(&mut entries, &rule);
     }
     let text = match &args.phase {
         Some(phase) => plan(
@@ -31,7 +36,7 @@ pub fn main(args: &ListArgs) -> anyhow::Result<i32> {
             &entries,
             phase,
             args.object.as_deref(),
-            (platform.default_on_error)(phase),
+            platform.default_on_error(phase),
         ),
         None => inventory(&settings, &dir, &entries, &args.platform),
     };
@@ -45,10 +50,20 @@ fn euid() -> u32 {
 
 fn dir_problem(settings: &Settings, dir: &Path) -> Option<String> {
     if settings.strict_permissions {
-        hookrun_core::perms::check_dir_path(dir, euid()).err()
+        hookrun_core::perms::verify_dir_path(dir, euid())
+            .err()
+            .map(|e| e.to_string())
     } else {
         None
     }
+}
+
+/// Why `strict_permissions` refuses the hook, as one line: the whole message, fix
+/// included.
+fn refusal(e: &Entry) -> Option<String> {
+    hookrun_core::perms::verify_entry(e, euid())
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn width(entries: &[Entry]) -> usize {
@@ -89,12 +104,7 @@ pub fn plan(
                 let refusal = e
                     .job_conflict()
                     .or_else(|| dir_refusal.clone())
-                    .or_else(|| {
-                        settings
-                            .strict_permissions
-                            .then(|| hookrun_core::perms::check_entry(e, euid()).err())
-                            .flatten()
-                    });
+                    .or_else(|| settings.strict_permissions.then(|| refusal(e)).flatten());
                 match refusal {
                     Some(why) => {
                         problems += 1;
@@ -249,12 +259,10 @@ fn inventory(settings: &Settings, dir: &Path, entries: &[Entry], platform: &str)
                         "WARN",
                         format!("not executable: chmod +x {}", e.path.display()),
                     )
-                } else if let Some(why) = e.job_conflict().or_else(|| {
-                    settings
-                        .strict_permissions
-                        .then(|| hookrun_core::perms::check_entry(e, euid()).err())
-                        .flatten()
-                }) {
+                } else if let Some(why) = e
+                    .job_conflict()
+                    .or_else(|| settings.strict_permissions.then(|| refusal(e)).flatten())
+                {
                     ("REFUSED", why)
                 } else {
                     let mut d = format!("phases: {}; {}", phases_of(e), h.mode_or_default());

@@ -22,10 +22,14 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
         .map_err(|e| crate::Exit::error(crate::EXIT_USAGE, e))?;
     let config = crate::load_config()?;
     let settings = config.settings_for(&args.platform);
-    let platform = platforms::platform(&args.platform);
+    let platform = platforms::get(&args.platform);
     let dir = match &args.hooks_dir {
         Some(d) => d.clone(),
-        None => hookrun_core::resolve_hooks_dir(&settings, None, &platform.default_hooks_dir),
+        None => hookrun_core::resolve_hooks_dir(
+            &settings,
+            None,
+            &platform.default_hooks_dir(&crate::host::Host::local()),
+        ),
     };
     let default_on_error = match args.on_error_default {
         OnErrorArg::Abort => OnError::Abort,
@@ -56,7 +60,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
         stdin: None,
         default_on_error,
         may_fail: true,
-        implicit: platform.implicit,
+        implicit: platform.implicit(),
         filter: false,
         platform_grace: None,
     };

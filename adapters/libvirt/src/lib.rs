@@ -13,6 +13,9 @@
 //!   one's stdin, and the final XML is printed only when a hook changed it;
 //! - hooks must not call back into libvirt synchronously: libvirt holds the domain's
 //!   lock while it waits for us (`hookrun lint` warns).
+//!
+//! This crate is the calling convention only; what the admin CLI knows about wiring
+//! libvirt on a host (doctor, install) is in `adapters/cli/src/platforms/libvirt/`.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -35,6 +38,12 @@ pub const MAX_STDIN: usize = 64 * 1024 * 1024;
 
 pub fn platform(driver: &str) -> String {
     format!("libvirt-{driver}")
+}
+
+/// The driver's hooks directory when the configuration names none: hookrun's own,
+/// never libvirt's `/etc/libvirt/hooks/<driver>.d` (libvirt runs what is there itself).
+pub fn default_hooks_dir(driver: &str) -> String {
+    format!("/etc/hookrun/{}.d", platform(driver))
 }
 
 /// Every op libvirt calls each driver's hook with (unknown ones are dispatched too).
@@ -439,7 +448,7 @@ fn run(driver: Option<&'static str>, invoked: &Path, args: Vec<OsString>) -> i32
             return 2;
         }
     };
-    let default_dir = format!("/etc/hookrun/{}.d", req.platform);
+    let default_dir = default_hooks_dir(driver);
     // libvirt's own `<driver>.d` beside us is libvirt's to run: never look there.
     let report =
         match hookrun_core::dispatch::dispatch_for_platform(&req, None, Path::new(&default_dir)) {

@@ -7,6 +7,9 @@
 //! - stdin: EOF; stdout and stderr go to the task log;
 //! - only `pre-start` is called with `stop_on_error`: a failure there aborts the start.
 //!   For the other phases Proxmox only warns, so hookrun reports failures and exits 0.
+//!
+//! This crate is the calling convention only; what the admin CLI knows about wiring
+//! guest hookscripts on a host (doctor, install) is in `adapters/cli/src/platforms/pve_guest/`.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -10,6 +10,9 @@
 //!   pre-stop, post-restart, backup-end) or only warns (backup-abort, log-end,
 //!   job-abort); a failing `pre-restart` leaves the guest stopped, so that phase never
 //!   fails the dispatch.
+//!
+//! This crate is the calling convention only; what the admin CLI knows about wiring
+//! vzdump on a host (doctor, install, demo) is in `adapters/cli/src/platforms/vzdump/`.
 
 use std::ffi::OsString;
 use std::path::Path;

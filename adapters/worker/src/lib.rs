@@ -9,6 +9,9 @@
 //!
 //! `hookrun-worker hook <phase> [args...]` dispatches one phase, a drop-in for the
 //! seed's `/hooks/pre-backup.sh` in workers that call their hooks themselves.
+//!
+//! This crate is the calling convention only; what the admin CLI knows about wiring
+//! workers on a host (doctor, install) is in `adapters/cli/src/platforms/worker/`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
