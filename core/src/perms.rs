@@ -494,17 +494,6 @@ pub fn verify_dir_path(dir: &Path, euid: u32) -> Result<(), PermError> {
     open_trusted_dir(dir, euid, None).map(|_| ())
 }
 
-/// [`verify_entry`] as the message alone, for callers that still cut the fix out of the
-/// text (the cli's doctor); new code uses [`verify_entry`] and [`PermError::fix`].
-pub fn check_entry(entry: &crate::discover::Entry, euid: u32) -> Result<(), String> {
-    verify_entry(entry, euid).map_err(|e| e.to_string())
-}
-
-/// [`verify_dir_path`] as the message alone (see [`check_entry`]).
-pub fn check_dir_path(dir: &Path, euid: u32) -> Result<(), String> {
-    verify_dir_path(dir, euid).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
