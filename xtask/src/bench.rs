@@ -221,20 +221,44 @@ fn tree(base: &Path, name: &str, vzdump: &Path, seed: &Path) -> anyhow::Result<T
     })
 }
 
-/// Peak RSS (KiB) of one run of `c`, from `wait4`: the process and the children it
-/// reaped, i.e. the dispatcher or a hook, whichever was larger.
+/// Peak RSS (KiB) of one run of `c`, as GNU time reports it (`/usr/bin/time -f %M`).
+///
+/// Not from our own `wait4`: a child started by `posix_spawn` (vfork) or `fork` from
+/// this process inherits our high-water mark through its `exec`, so `ru_maxrss` said
+/// "xtask's RSS" whenever xtask was the larger one (it grew with clap to ~5.5 MiB and
+/// looked like a regression of hookrun's). GNU time forks the command from its own
+/// small process, so the figure is the command's (or a hook's, whichever is larger);
+/// its floor is time's own ~1 MiB.
 fn peak_rss_kib(c: &Contender) -> anyhow::Result<i64> {
-    let mut cmd = c.command();
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for a child we spawned and have not waited for.
-    let r = unsafe { nix::libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    anyhow::ensure!(r == pid, "wait4 failed");
-    Ok(usage.ru_maxrss)
+    let time = Path::new("/usr/bin/time");
+    anyhow::ensure!(
+        time.is_file(),
+        "{} is missing: install GNU time (apt-get install time) to measure peak RSS",
+        time.display()
+    );
+    let out = Command::new(time)
+        .arg("-f")
+        .arg("%M")
+        .arg(&c.program)
+        .args(&c.args)
+        .env_clear()
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed under {}: {}",
+        c.program.display(),
+        time.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The command's own stderr comes first; time's figure is the last line.
+    let text = String::from_utf8_lossy(&out.stderr);
+    let last = text.lines().last().unwrap_or_default().trim();
+    last.parse()
+        .with_context(|| format!("{} printed {last:?}, not a size in KiB", time.display()))
 }
 
 /// Lets freshly written hooks age past the scan cache's settle time
