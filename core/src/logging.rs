@@ -15,6 +15,9 @@
 //! stderr lines stay exactly as they were. An entry too large for one datagram goes
 //! through a sealed memory file, as the journal's own client library does; should that
 //! fail too, it is sent cut down, with `HOOKRUN_TRUNCATED=1` and a note in the message.
+//!
+//! Hand-written rather than libsystemd or a journald crate: the native protocol is a
+//! datagram of `KEY=value` lines, and the dispatcher must stay static-linkable and small.
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -1,4 +1,8 @@
 //! Timestamps without a calendar dependency: records use RFC 3339 in UTC.
+//!
+//! Hand-written because every dispatch formats one per run record: two small functions
+//! cost less start-up and binary size than a calendar crate in the hot path (the
+//! retention engine and xtask, off that path, use jiff).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,12 +1,16 @@
-//! Calendar arithmetic for retention buckets, without a calendar dependency.
+//! Calendar arithmetic for retention buckets, on jiff.
 //!
 //! `retentions` puts a file into buckets by `datetime.fromtimestamp(ts)`, i.e. the
-//! **local** time of the process. [`Zone`] is that conversion: [`Zone::Local`] asks the C
-//! library (`localtime_r` after `tzset`, so `TZ` and `/etc/localtime` apply exactly as for
-//! Python), [`Zone::Fixed`] applies a constant UTC offset and is what the unit tests use,
+//! **local** time of the process. [`Zone`] is that conversion: [`Zone::Local`] is jiff's
+//! system zone (`TZ`, else `/etc/localtime`, the same sources as the C library Python
+//! uses), [`Zone::Fixed`] applies a constant UTC offset and is what the unit tests use,
 //! so that their expectations do not depend on the machine's time zone.
 
-use nix::libc;
+use std::sync::LazyLock;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::{Offset, TimeZone};
 
 /// A broken-down time: the civil date and time of a timestamp in some zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,94 +32,72 @@ pub enum Zone {
     Fixed(i64),
 }
 
-unsafe extern "C" {
-    fn tzset();
-}
+/// Read once per process: a retention run converts every file's time, and the zone
+/// cannot change under a running process any more than it can under Python's.
+static LOCAL: LazyLock<TimeZone> = LazyLock::new(TimeZone::system);
 
 impl Zone {
-    /// The civil time of `ts` (seconds since the epoch) in this zone.
+    /// The civil time of `ts` (seconds since the epoch) in this zone. A time or offset
+    /// outside jiff's range (years -9999..=9999, offsets under 26 h) falls back to UTC.
     pub fn civil(self, ts: i64) -> Civil {
-        match self {
-            Zone::Fixed(offset) => civil_utc(ts + offset),
-            Zone::Local => local(ts).unwrap_or_else(|| civil_utc(ts)),
-        }
+        let civil = match self {
+            Zone::Local => civil_in(&LOCAL, ts),
+            Zone::Fixed(offset) => i32::try_from(offset)
+                .ok()
+                .and_then(|o| Offset::from_seconds(o).ok())
+                .and_then(|o| civil_in(&TimeZone::fixed(o), ts)),
+        };
+        civil.unwrap_or_else(|| civil_utc(ts))
     }
 }
 
-fn local(ts: i64) -> Option<Civil> {
-    static TZSET: std::sync::Once = std::sync::Once::new();
-    // SAFETY: tzset only reads the environment and initialises libc's zone state; the
-    // Once makes it run before any localtime_r of this process, and only once.
-    TZSET.call_once(|| unsafe { tzset() });
-    #[allow(clippy::useless_conversion)] // time_t is 32 bits on some targets
-    let t: libc::time_t = ts.try_into().ok()?;
-    // SAFETY: an all-zero `tm` is a valid value (integers and a null zone pointer).
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the duration of the call; localtime_r is the
-    // reentrant variant and writes only into `tm`.
-    let r = unsafe { libc::localtime_r(&t, &mut tm) };
-    if r.is_null() {
-        return None;
-    }
+fn civil_in(zone: &TimeZone, ts: i64) -> Option<Civil> {
+    let dt = zone.to_datetime(Timestamp::from_second(ts).ok()?);
     Some(Civil {
-        year: i64::from(tm.tm_year) + 1900,
-        month: u32::try_from(tm.tm_mon + 1).ok()?,
-        day: u32::try_from(tm.tm_mday).ok()?,
-        hour: u32::try_from(tm.tm_hour).ok()?,
-        minute: u32::try_from(tm.tm_min).ok()?,
-        // A leap second (60) is folded into 59, as Python's fromtimestamp does.
-        second: u32::try_from(tm.tm_sec.min(59)).ok()?,
+        year: i64::from(dt.year()),
+        month: u32::try_from(dt.month()).ok()?,
+        day: u32::try_from(dt.day()).ok()?,
+        hour: u32::try_from(dt.hour()).ok()?,
+        minute: u32::try_from(dt.minute()).ok()?,
+        second: u32::try_from(dt.second()).ok()?,
     })
 }
 
-/// Civil time in UTC of `ts` seconds since the epoch.
+/// Civil time in UTC of `ts` seconds since the epoch (jiff's range; beyond it the
+/// proleptic Gregorian arithmetic of `hookrun_core::time`).
 pub fn civil_utc(ts: i64) -> Civil {
-    let days = ts.div_euclid(86_400);
-    let rem = ts.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    Civil {
-        year,
-        month,
-        day,
-        hour: (rem / 3600) as u32,
-        minute: (rem % 3600 / 60) as u32,
-        second: (rem % 60) as u32,
-    }
-}
-
-pub use hookrun_core::time::{civil_from_days, days_from_civil};
-
-/// ISO weekday of a day number: Monday = 1 ... Sunday = 7 (1970-01-01 was a Thursday).
-pub fn iso_weekday(days: i64) -> u32 {
-    ((days + 3).rem_euclid(7) + 1) as u32
-}
-
-/// Whether an ISO year has 53 weeks: it starts on a Thursday, or is a leap year that
-/// starts on a Wednesday.
-fn has_53_weeks(year: i64) -> bool {
-    let jan1 = iso_weekday(days_from_civil(year, 1, 1));
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    jan1 == 4 || (leap && jan1 == 3)
+    civil_in(&TimeZone::UTC, ts).unwrap_or_else(|| {
+        let (year, month, day) = hookrun_core::time::civil_from_days(ts.div_euclid(86_400));
+        let rem = ts.rem_euclid(86_400);
+        Civil {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: (rem % 3600 / 60) as u32,
+            second: (rem % 60) as u32,
+        }
+    })
 }
 
 /// ISO 8601 year and week of a civil date, like Python's `date.isocalendar()[:2]`.
+/// A date jiff cannot represent (outside years -9999..=9999) gets week 0 of its year.
 pub fn iso_week(year: i64, month: u32, day: u32) -> (i64, u32) {
-    let days = days_from_civil(year, month, day);
-    let ordinal = days - days_from_civil(year, 1, 1) + 1;
-    let week = (ordinal - i64::from(iso_weekday(days)) + 10).div_euclid(7);
-    if week < 1 {
-        let prev = year - 1;
-        (prev, if has_53_weeks(prev) { 53 } else { 52 })
-    } else if week == 53 && !has_53_weeks(year) {
-        (year + 1, 1)
-    } else {
-        (year, week as u32)
+    let date = i16::try_from(year)
+        .ok()
+        .and_then(|y| Date::new(y, i8::try_from(month).ok()?, i8::try_from(day).ok()?).ok());
+    match date {
+        Some(d) => {
+            let w = d.iso_week_date();
+            (i64::from(w.year()), w.week().unsigned_abs().into())
+        }
+        None => (year, 0),
     }
 }
 
 /// Seconds since the epoch of a UTC civil time (test and tool helper).
 pub fn utc_timestamp(year: i64, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> i64 {
-    days_from_civil(year, month, day) * 86_400
+    hookrun_core::time::days_from_civil(year, month, day) * 86_400
         + i64::from(hour) * 3600
         + i64::from(minute) * 60
         + i64::from(second)
@@ -134,24 +116,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn days_round_trip() {
-        for days in -800_000..800_000 {
-            if days % 997 != 0 {
-                continue;
+    fn utc_beyond_jiffs_range() {
+        let c = civil_utc(utc_timestamp(12_000, 3, 1, 4, 5, 6));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.minute, c.second),
+            (12_000, 3, 1, 4, 5, 6)
+        );
+        assert_eq!(
+            civil_utc(0),
+            Civil {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0
             }
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-    }
-
-    #[test]
-    fn weekdays() {
-        assert_eq!(iso_weekday(0), 4, "1970-01-01 was a Thursday");
-        assert_eq!(iso_weekday(days_from_civil(2024, 1, 1)), 1, "Monday");
-        assert_eq!(iso_weekday(days_from_civil(2021, 1, 3)), 7, "Sunday");
+        );
     }
 
     /// Values checked against a printed calendar and Python's isocalendar().

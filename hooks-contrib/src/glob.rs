@@ -4,6 +4,9 @@
 //! leading dot, `?` one character, `[abc]`, `[a-z]` and `[!abc]` a set; an unclosed `[`
 //! is a literal. Matching is on bytes, with UTF-8 sequences treated as one character for
 //! `?` and sets, so non-UTF-8 names still match `*`.
+//!
+//! Hand-written because `fnmatch`'s exact semantics are the contract (the glob crates
+//! treat leading dots, `[!` and unclosed `[` differently).
 
 /// One compiled pattern element.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -299,9 +299,9 @@ fn release_date(root: &Path) -> anyhow::Result<String> {
     let changelog =
         std::fs::read_to_string(root.join("pkg/changelog")).context("cannot read pkg/changelog")?;
     let top = crate::package::changelog_top(&changelog)?;
-    let days = i64::try_from(top.date / 86400).context("date out of range")?;
-    let (y, m, d) = hookrun_core::time::civil_from_days(days);
-    Ok(format!("{y}-{m:02}-{d:02}"))
+    let secs = i64::try_from(top.date).context("date out of range")?;
+    let ts = jiff::Timestamp::from_second(secs).context("date out of range")?;
+    Ok(ts.strftime("%Y-%m-%d").to_string())
 }
 
 /// An adapter's exported `HELP` text split into (about, usage, description).

@@ -171,6 +171,7 @@ fn dry_run_deletes_nothing_and_prints_what_would_be_deleted() {
 fn buckets_are_local_time() {
     // 23:30Z and 00:10Z: two days in UTC, one day at UTC+1 (TZ "<+01>-1"), and with
     // 12:00Z also one day at UTC-5 ("<-05>5"). -d 2, list-only prints what is pruned.
+    // TZ is read as the C library reads it: POSIX rules, or a name in /usr/share/zoneinfo.
     let dir = tempfile::tempdir().unwrap();
     let files = [
         ("a-1923", utc_timestamp(2026, 3, 19, 23, 30, 0)),
@@ -185,6 +186,8 @@ fn buckets_are_local_time() {
         ("UTC0", vec!["a-1912"]),
         ("<+01>-1", vec!["a-1923"]),
         ("<-05>5", vec!["a-1923", "a-1912"]),
+        // A zone from the tz database (UTC+1 in March 2026, before its DST starts).
+        ("Europe/Berlin", vec!["a-1923"]),
     ] {
         let out = run(Command::new(RETAIN)
             .args([d, "a-*", "-d", "2", "-L"])

@@ -53,29 +53,10 @@ pub fn changelog_top(changelog: &str) -> anyhow::Result<ChangelogTop> {
     })
 }
 
-pub(super) const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
 /// The inverse of [`rfc2822`], for any `+HHMM`/`-HHMM` offset.
 pub(super) fn parse_rfc2822(date: &str) -> Option<u64> {
-    let fields: Vec<&str> = date.split_whitespace().collect();
-    let [_, day, month, year, time, offset] = fields.as_slice() else {
-        return None;
-    };
-    let month = u32::try_from(MONTHS.iter().position(|m| m == month)? + 1).ok()?;
-    let days = hookrun_core::time::days_from_civil(year.parse().ok()?, month, day.parse().ok()?);
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|n| n.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, sec] = hms.as_slice() else {
-        return None;
-    };
-    let (sign, hhmm) = offset.split_at_checked(1)?;
-    let hhmm: i64 = hhmm.parse().ok()?;
-    let offset = (hhmm / 100 * 3600 + hhmm % 100 * 60) * if sign == "-" { -1 } else { 1 };
-    u64::try_from(days * 86400 + h * 3600 + m * 60 + sec - offset).ok()
+    let zoned = jiff::fmt::rfc2822::parse(date).ok()?;
+    u64::try_from(zoned.timestamp().as_second()).ok()
 }
 
 /// `SOURCE_DATE_EPOCH`, else the last commit's time.
@@ -93,18 +74,14 @@ pub(crate) fn source_date_epoch(root: &Path) -> anyhow::Result<u64> {
     })
 }
 
-/// `Sat, 21 Nov 2026 16:20:40 +0000`, the date format of Debian changelogs.
+/// `Sat, 21 Nov 2026 16:20:40 +0000`, the date format of Debian changelogs (UTC, the
+/// day always two digits as `date -R` writes it; jiff's RFC 2822 printer drops the 0).
 pub(super) fn rfc2822(epoch: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    let days = epoch / 86400;
-    let secs = epoch % 86400;
-    let (y, m, d) = hookrun_core::time::civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let ts = i64::try_from(epoch)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ts.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .strftime("%a, %d %b %Y %H:%M:%S %z")
+        .to_string()
 }
