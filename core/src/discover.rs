@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::DispatchError;
 use crate::header::{self, HEADER_LIMIT, Header};
-use crate::scancache;
+use crate::scancache::{self, EntryKind};
 
 /// Why a directory entry is ignored without a word at dispatch time (`hookrun list`
 /// still shows it).
@@ -335,36 +335,52 @@ fn scan_impl(
         .custom_flags(nix::libc::O_DIRECTORY)
         .open(dir)
         .map_err(dir_error)?;
-    let read = std::fs::read_dir(dir).map_err(dir_error)?;
-    let mut names: Vec<(OsString, Option<std::fs::FileType>)> = Vec::new();
-    for item in read {
-        let item = item.map_err(|source| DispatchError::HooksDirUnreadable {
-            path: shown(),
-            source,
-        })?;
-        names.push((item.file_name(), item.file_type().ok()));
-    }
-    names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    // Reading headers is one open/read/close per file, so a large directory is split
-    // among a few threads (joined before any hook runs). Small ones are not worth a
-    // thread.
+    let dirfd = dirfd.as_fd();
+    // The cache serves focused scans on local file systems only (see scancache).
+    let cache_at = cache_at.filter(|_| focus.is_some() && scancache::cacheable_fs(dirfd));
+    let cache = cache_at.map(|(log_dir, euid)| scancache::load(log_dir, dir, dirfd, euid));
+    let now = scancache::now();
+    // Stamped before it is listed, like every file before it is read.
+    let dir_stamp = cache.as_ref().and_then(|_| scancache::DirStamp::of(dirfd));
+    let cached_names = match (&cache, &dir_stamp) {
+        (Some(c), Some(stamp)) => c.listing(stamp),
+        _ => None,
+    };
+    let listed_from_cache = cached_names.is_some();
+    let mut read_names: Vec<(OsString, Option<EntryKind>)> = Vec::new();
+    let names: Vec<(&OsStr, Option<EntryKind>)> = match cached_names {
+        Some(names) => names,
+        None => {
+            let read = std::fs::read_dir(dir).map_err(dir_error)?;
+            for item in read {
+                let item = item.map_err(|source| DispatchError::HooksDirUnreadable {
+                    path: shown(),
+                    source,
+                })?;
+                read_names.push((item.file_name(), item.file_type().ok().map(EntryKind::of)));
+            }
+            read_names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            read_names
+                .iter()
+                .map(|(n, k)| (n.as_os_str(), *k))
+                .collect()
+        }
+    };
+    // Reading headers is one open/read/close per file (one fstatat with the cache), so
+    // a large directory is split among a few threads, this one included, joined before
+    // any hook runs. Small ones are not worth a thread.
     let threads = if names.len() < PARALLEL_SCAN_MIN {
         1
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
     };
     let chunk = names.len().div_ceil(threads).max(1);
-    let dirfd = dirfd.as_fd();
-    // The cache serves focused scans on local file systems only (see scancache).
-    let cache_at = cache_at.filter(|_| focus.is_some() && scancache::cacheable_fs(dirfd));
-    let cache = cache_at.map(|(log_dir, euid)| scancache::load(log_dir, dir, dirfd, euid));
-    let now = scancache::now();
-    let scan_chunk = |part: &[(OsString, Option<std::fs::FileType>)]| {
+    let scan_chunk = |part: &[(&OsStr, Option<EntryKind>)]| {
         let mut buf = vec![0u8; HEADER_LIMIT];
         let mut out = Vec::new();
         let mut hits = Vec::new();
         let mut fresh = Vec::new();
-        for (name, ftype) in part {
+        for &(name, ftype) in part {
             let early = if let Some(reason) = ignore_reason(name.as_bytes()) {
                 Some(EntryState::Ignored(reason))
             } else if ftype.is_some_and(|t| t.is_dir()) {
@@ -397,7 +413,7 @@ fn scan_impl(
                     // A hit that asks for the phase is read in full but needs no new
                     // record; a miss is recorded with what its header says now.
                     let want = (stamp.is_some() && !hit).then_some(&mut seen);
-                    let state = classify(dirfd, name, *ftype, &mut buf, focus, want);
+                    let state = classify(dirfd, name, ftype, &mut buf, focus, want);
                     if let (Some(st), Some(value)) = (stamp, seen)
                         && st.settled(now)
                         && scancache::keepable(value.as_deref())
@@ -415,7 +431,7 @@ fn scan_impl(
                 }
             };
             out.push(Entry {
-                name: name.clone(),
+                name: name.to_owned(),
                 path: dir.join(name),
                 state,
             });
@@ -425,16 +441,21 @@ fn scan_impl(
     let (mut entries, hits, fresh) = if threads == 1 {
         scan_chunk(&names)
     } else {
+        let mut parts = names.chunks(chunk);
+        let first = parts.next().unwrap_or_default();
         let parts: Vec<(Vec<Entry>, Vec<usize>, Vec<scancache::Known>)> =
             std::thread::scope(|scope| {
-                let handles: Vec<_> = names
-                    .chunks(chunk)
+                let handles: Vec<_> = parts
                     .map(|part| scope.spawn(move || scan_chunk(part)))
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("scan threads do not panic"))
-                    .collect()
+                // This thread takes the first part instead of waiting for the others.
+                let mut all = vec![scan_chunk(first)];
+                all.extend(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("scan threads do not panic")),
+                );
+                all
             });
         let mut entries = Vec::new();
         let mut hits = Vec::new();
@@ -446,11 +467,33 @@ fn scan_impl(
         }
         (entries, hits, fresh)
     };
-    if let (Some(c), Some((log_dir, euid))) = (&cache, cache_at)
-        && let Some(all) = c.updated(hits, fresh)
-        && let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all)
-    {
-        tracing::debug!("scan cache of {} not written: {e}", dir.display());
+    if let (Some(c), Some((log_dir, euid))) = (&cache, cache_at) {
+        // A listing read now is kept once the directory had settled before it was read;
+        // one taken from the cache is kept as it is.
+        let listing = if listed_from_cache {
+            c.stored_listing()
+        } else {
+            dir_stamp
+                .filter(|st| st.settled(now))
+                .map(|stamp| scancache::Listing {
+                    stamp,
+                    names: names
+                        .iter()
+                        .map(|(n, k)| (n.as_bytes().to_vec(), *k))
+                        .collect(),
+                })
+        };
+        let listing_changed = !listed_from_cache && (listing.is_some() || c.has_listing());
+        let known = match c.updated(hits, fresh) {
+            Some(all) => Some(all),
+            None if listing_changed => Some(c.all_known()),
+            None => None,
+        };
+        if let Some(all) = known
+            && let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all, listing.as_ref())
+        {
+            tracing::debug!("scan cache of {} not written: {e}", dir.display());
+        }
     }
     match focus {
         None => mark_job_conflicts(&mut entries),
@@ -464,7 +507,7 @@ fn scan_impl(
 /// that matches one (rare) has its header read to see whether it is a hook.
 fn mark_focused_job_conflicts(
     dirfd: BorrowedFd<'_>,
-    names: &[(OsString, Option<std::fs::FileType>)],
+    names: &[(&OsStr, Option<EntryKind>)],
     entries: &mut [Entry],
     focus: &Focus<'_>,
 ) {
@@ -478,19 +521,19 @@ fn mark_focused_job_conflicts(
         return;
     }
     let mut buf = Vec::new();
-    for (name, ftype) in names {
+    for &(name, ftype) in names {
         if ignore_reason(name.as_bytes()).is_some() || ftype.is_some_and(|t| t.is_dir()) {
             continue;
         }
         let key = crate::job::hook_key(&escape_name(name));
         for (i, k) in &wanted {
-            if *k != key || entries[*i].name == *name {
+            if *k != key || entries[*i].name == name {
                 continue;
             }
             if buf.is_empty() {
                 buf = vec![0u8; HEADER_LIMIT];
             }
-            let hook = match classify(dirfd, name, *ftype, &mut buf, None, None) {
+            let hook = match classify(dirfd, name, ftype, &mut buf, None, None) {
                 Some(EntryState::Candidate(mut c)) => {
                     if let Some(rule) = focus.implicit {
                         imply(&mut c.header, name, rule);
@@ -500,7 +543,7 @@ fn mark_focused_job_conflicts(
                 _ => false,
             };
             if hook && let EntryState::Candidate(c) = &mut entries[*i].state {
-                c.job_conflict.get_or_insert_with(|| name.clone());
+                c.job_conflict.get_or_insert_with(|| name.to_owned());
             }
         }
     }
@@ -512,7 +555,9 @@ pub fn inspect(path: &Path) -> Entry {
         .file_name()
         .map(OsStr::to_owned)
         .unwrap_or_else(|| path.as_os_str().to_owned());
-    let ftype = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
+    let ftype = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| EntryKind::of(m.file_type()));
     let mut buf = vec![0u8; HEADER_LIMIT];
     let state = if let Some(reason) = ignore_reason(name.as_bytes()) {
         EntryState::Ignored(reason)
@@ -553,7 +598,7 @@ pub fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
 fn classify(
     dirfd: BorrowedFd<'_>,
     name: &OsStr,
-    ftype: Option<std::fs::FileType>,
+    ftype: Option<EntryKind>,
     buf: &mut [u8],
     focus: Option<&Focus<'_>>,
     seen: Option<&mut Option<Option<Vec<u8>>>>,
@@ -1142,7 +1187,7 @@ mod tests {
                 name: name.into_bytes(),
             })
             .collect();
-        scancache::store(&log, &hooks, dirfd.as_fd(), euid, planted).unwrap();
+        scancache::store(&log, &hooks, dirfd.as_fd(), euid, planted, None).unwrap();
         let seen = names("job-start");
         assert_eq!(
             seen.len(),
@@ -1182,6 +1227,47 @@ mod tests {
             n + 1 - 2,
             "h00009 gone, h00003 and new not settled yet"
         );
+        // The directory's listing: not kept while the directory itself is fresh, kept
+        // once it has settled, and then it is what the scan goes by.
+        assert!(!c.has_listing(), "the directory changed just now");
+        std::thread::sleep(scancache::SETTLE + std::time::Duration::from_millis(100));
+        assert_eq!(names("backup-end"), ["new"]);
+        let c = cached();
+        let stamp_now = scancache::DirStamp::of(dirfd.as_fd()).unwrap();
+        let listed = c
+            .listing(&stamp_now)
+            .expect("a settled directory's listing is kept");
+        assert_eq!(
+            listed.len(),
+            n + 2,
+            "every name: the files, bare, link, new"
+        );
+        let mut planted = c.stored_listing().unwrap();
+        planted
+            .names
+            .insert(0, (b"0-ghost".to_vec(), Some(EntryKind::File)));
+        scancache::store(
+            &log,
+            &hooks,
+            dirfd.as_fd(),
+            euid,
+            c.all_known(),
+            Some(&planted),
+        )
+        .unwrap();
+        let seen = scan_for_cached(&hooks, &focus("backup-end"), &log, euid).unwrap();
+        assert_eq!(
+            seen[0].display_name(),
+            "0-ghost",
+            "the stored listing decides while the directory is unchanged"
+        );
+        // Any entry created, removed or renamed changes the directory's stamp.
+        write(&hooks, "newer", "#!/bin/sh\n# phases: backup-end\n", 0o755);
+        assert_eq!(names("backup-end"), ["new", "newer"]);
+        std::fs::rename(hooks.join("newer"), hooks.join("newest")).unwrap();
+        assert_eq!(names("backup-end"), ["new", "newest"]);
+        std::fs::remove_file(hooks.join("new")).unwrap();
+        assert_eq!(names("backup-end"), ["newest"]);
     }
 
     #[test]
