@@ -35,15 +35,24 @@ pub fn hook_key(hook_file_name: &str) -> String {
 }
 
 fn clean(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(clean_char).collect()
+}
+
+fn clean_char(c: char) -> char {
+    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+        c
+    } else {
+        '_'
+    }
+}
+
+/// Whether `hook_key(hook_file_name) == key`, without building the key (a dispatch
+/// compares every name of its directory with the keys of the hooks it runs).
+pub fn key_is(hook_file_name: &str, key: &str) -> bool {
+    hook_stem(hook_file_name)
+        .chars()
+        .map(clean_char)
+        .eq(key.chars())
 }
 
 /// FNV-1a, 64 bits: stable across builds and versions (job names outlive a binary).
@@ -129,5 +138,35 @@ mod tests {
             job_name("t", "10-copy.sh", None),
             format!("t-{}", hook_key("10-copy.sh"))
         );
+    }
+
+    #[test]
+    fn key_is_agrees_with_hook_key() {
+        let names = [
+            "10-copy.sh",
+            "10-copy.py",
+            "10-copy",
+            "a b.sh",
+            "a_b",
+            "ü.x",
+            "_.x",
+            "__.x",
+            ".hidden",
+            "a.b.c",
+            "a.b",
+            "",
+            "x.",
+            "vm ü",
+            "vm __",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    key_is(a, &hook_key(b)),
+                    hook_key(a) == hook_key(b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 }
