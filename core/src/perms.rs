@@ -169,6 +169,91 @@ pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<O
             })?
             .join(path)
     };
+    if let Some(fd) = rechecked(&abs, euid) {
+        return Ok(fd);
+    }
+    let (fd, chain) = walk_trusted_dir(&abs, &wanted, euid, create)?;
+    if let Some(chain) = chain {
+        remember(Walked {
+            path: abs,
+            euid,
+            chain,
+        });
+    }
+    Ok(fd)
+}
+
+/// A walk this process made, kept to re-check the same path with one `fstatat` per
+/// component instead of four system calls: a dispatch walks its hooks directory once
+/// per hook and the log directory several times. Only plain walks are kept (no symlink,
+/// no `..` on the way).
+struct Walked {
+    path: PathBuf,
+    euid: u32,
+    /// `/` first, then each directory with its name and (device, inode).
+    chain: Vec<(OwnedFd, OsString, (u64, u64))>,
+}
+
+static WALKED: std::sync::Mutex<Vec<Walked>> = std::sync::Mutex::new(Vec::new());
+
+fn remember(w: Walked) {
+    let mut all = WALKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.retain(|o| o.path != w.path || o.euid != w.euid);
+    // The hooks, log, cache and lock directories of one dispatch.
+    if all.len() >= 6 {
+        all.remove(0);
+    }
+    all.push(w);
+}
+
+/// The directory at `abs` if a kept walk of it still holds: every name on the way
+/// still leads, as looked up now in the directory before it, to the very directory the
+/// walk opened, and what `fstatat` says of it now passes the same rules. Together with
+/// the kept descriptors this is what a new walk would find, so the path still resolves
+/// to directories only root or `euid` can change (the module documentation's argument);
+/// anything else — a change, an error — is left to a full walk, which says what is wrong.
+fn rechecked(abs: &Path, euid: u32) -> Option<OwnedFd> {
+    let all = WALKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let w = all.iter().find(|w| w.path == abs && w.euid == euid)?;
+    let wanted = abs.display().to_string();
+    let (root, _, _) = w.chain.first()?;
+    let st = nix::sys::stat::fstat(root.as_fd()).ok()?;
+    check_ancestor(&st, Path::new("/"), euid, &wanted).ok()?;
+    let mut here = PathBuf::from("/");
+    for pair in w.chain.windows(2) {
+        let (parent, _, _) = &pair[0];
+        let (_, name, id) = &pair[1];
+        here.push(name);
+        let st =
+            nix::sys::stat::fstatat(parent, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
+            || (st.st_dev, st.st_ino) != *id
+        {
+            return None;
+        }
+        check_ancestor(&st, &here, euid, &wanted).ok()?;
+    }
+    let (last, _, _) = w.chain.last()?;
+    let st = nix::sys::stat::fstat(last.as_fd()).ok()?;
+    check_common(&wanted, st.st_mode, st.st_uid, euid, Subject::Directory).ok()?;
+    last.try_clone().ok()
+}
+
+/// The walk itself; with the chain to keep when it was a plain one.
+#[allow(clippy::type_complexity)]
+fn walk_trusted_dir(
+    abs: &Path,
+    wanted: &str,
+    euid: u32,
+    create: Option<u32>,
+) -> Result<(OwnedFd, Option<Vec<(OwnedFd, OsString, (u64, u64))>>), PermError> {
+    let wanted = wanted.to_owned();
+    let abs = abs.to_owned();
+    let mut plain = true;
     let open_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let io = |p: &Path, e: nix::errno::Errno| PermError::Io {
         path: p.display().to_string(),
@@ -176,24 +261,25 @@ pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<O
     };
     let root =
         nix::fcntl::open("/", open_flags, Mode::empty()).map_err(|e| io(Path::new("/"), e))?;
-    check_ancestor(
-        &fstat(&root, Path::new("/"))?,
-        Path::new("/"),
-        euid,
-        &wanted,
-    )?;
-    // The directories walked so far, innermost last, with their real paths.
-    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root, PathBuf::from("/"))];
+    let root_st = fstat(&root, Path::new("/"))?;
+    check_ancestor(&root_st, Path::new("/"), euid, &wanted)?;
+    // The directories walked so far, innermost last, with their real paths and ids.
+    let mut stack: Vec<(OwnedFd, PathBuf, (u64, u64))> = vec![(
+        root,
+        PathBuf::from("/"),
+        (root_st.st_dev, root_st.st_ino),
+    )];
     let mut todo: std::collections::VecDeque<OsString> = components(&abs);
     let mut hops = 0;
     while let Some(name) = todo.pop_front() {
         if name == ".." {
+            plain = false;
             if stack.len() > 1 {
                 stack.pop();
             }
             continue;
         }
-        let (parent, parent_path) = stack.last().expect("the root stays");
+        let (parent, parent_path, _) = stack.last().expect("the root stays");
         let here = parent_path.join(&name);
         let st =
             match nix::sys::stat::fstatat(parent, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -228,6 +314,7 @@ pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<O
                     uid: st.st_uid,
                 });
             }
+            plain = false;
             hops += 1;
             if hops > 40 {
                 return Err(PermError::SymlinkLoop { wanted });
@@ -253,11 +340,13 @@ pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<O
             .map_err(|e| io(&here, e))?;
         // Judged by the descriptor: whatever the name points at now, this is what the
         // walk goes on from.
-        check_ancestor(&fstat(&fd, &here)?, &here, euid, &wanted)?;
-        stack.push((fd, here));
+        let st = fstat(&fd, &here)?;
+        check_ancestor(&st, &here, euid, &wanted)?;
+        stack.push((fd, here, (st.st_dev, st.st_ino)));
     }
-    let (fd, real) = stack.pop().expect("the root stays");
-    let st = fstat(&fd, &real)?;
+    let (last, real, _) = stack.last().expect("the root stays");
+    let real = real.clone();
+    let st = fstat(last, &real)?;
     check_common(
         &real.display().to_string(),
         st.st_mode,
@@ -281,7 +370,25 @@ pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<O
             }
         }
     })?;
-    Ok(fd)
+    let fd = stack
+        .last()
+        .expect("the root stays")
+        .0
+        .try_clone()
+        .map_err(|source| PermError::Io {
+            path: real.display().to_string(),
+            source,
+        })?;
+    let chain = plain.then(|| {
+        stack
+            .into_iter()
+            .map(|(fd, p, id)| {
+                let name = p.file_name().map_or_else(OsString::new, OsStr::to_owned);
+                (fd, name, id)
+            })
+            .collect()
+    });
+    Ok((fd, chain))
 }
 
 /// The normal components of a path, `..` kept (the walk resolves it on its stack, after
@@ -557,6 +664,54 @@ mod tests {
 
     fn euid() -> u32 {
         nix::unistd::geteuid().as_raw()
+    }
+
+    /// A second walk of the same path is a re-check of the kept one: it must still see
+    /// every change a full walk would see.
+    #[test]
+    fn a_kept_walk_sees_every_change_on_the_way() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, root) = root_dir();
+        let mid = root.join("mid");
+        mkdir(&mid, 0o755);
+        let hooks = mid.join("hooks.d");
+        mkdir(&hooks, 0o755);
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_fd()).unwrap().st_ino;
+        let first = open_trusted_dir(&hooks, euid(), None).unwrap();
+        let again = open_trusted_dir(&hooks, euid(), None).unwrap();
+        assert_eq!(ino(&first), ino(&again));
+        // An ancestor made writable by others.
+        std::fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open_trusted_dir(&hooks, euid(), None).unwrap_err();
+        assert!(matches!(e, PermError::AncestorWritable { .. }), "{e}");
+        std::fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o755)).unwrap();
+        open_trusted_dir(&hooks, euid(), None).unwrap();
+        // The directory itself made writable by its group.
+        std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(open_trusted_dir(&hooks, euid(), None).is_err());
+        std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o755)).unwrap();
+        open_trusted_dir(&hooks, euid(), None).unwrap();
+        // An ancestor swapped for another directory: the path now leads elsewhere, and
+        // the answer is the new directory, judged on its own (here: open to others).
+        std::fs::rename(&mid, root.join("mid.old")).unwrap();
+        mkdir(&mid, 0o755);
+        mkdir(&hooks, 0o777);
+        let e = open_trusted_dir(&hooks, euid(), None).unwrap_err().to_string();
+        assert!(e.contains(&format!("chmod go-w {}", hooks.display())), "{e}");
+        std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let swapped = open_trusted_dir(&hooks, euid(), None).unwrap();
+        assert_eq!(ino(&swapped), std::fs::metadata(&hooks).unwrap().ino());
+        assert_ne!(ino(&swapped), ino(&first));
+        // A component replaced by a symlink to a safe place is walked in full again.
+        std::fs::remove_dir(&hooks).unwrap();
+        std::os::unix::fs::symlink(root.join("mid.old/hooks.d"), &hooks).unwrap();
+        let linked = open_trusted_dir(&hooks, euid(), None).unwrap();
+        assert_eq!(ino(&linked), ino(&first));
+        std::fs::remove_file(&hooks).unwrap();
+        assert!(matches!(
+            open_trusted_dir(&hooks, euid(), None).unwrap_err(),
+            PermError::Missing { .. }
+        ));
     }
 
     #[test]
