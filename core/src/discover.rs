@@ -480,30 +480,30 @@ fn scan_impl(
     };
     if let (Some(c), Some((log_dir, euid))) = (&cache, cache_at) {
         // A listing read now is kept once the directory had settled before it was read;
-        // one taken from the cache is kept as it is.
-        let listing = if listed_from_cache {
-            c.stored_listing()
-        } else {
-            dir_stamp
-                .filter(|st| st.settled(now))
-                .map(|stamp| scancache::Listing {
+        // one taken from the cache is kept as it is. Built only when there is something
+        // to write: most dispatches write nothing.
+        let settled = dir_stamp.filter(|st| st.settled(now));
+        let listing_changed = !listed_from_cache && (settled.is_some() || c.has_listing());
+        let known = match c.updated(hits, fresh) {
+            Some(all) => Some(all),
+            None if listing_changed => Some(c.all_known()),
+            None => None,
+        };
+        if let Some(all) = known {
+            let listing = if listed_from_cache {
+                c.stored_listing()
+            } else {
+                settled.map(|stamp| scancache::Listing {
                     stamp,
                     names: names
                         .iter()
                         .map(|(n, k)| (n.as_bytes().to_vec(), *k))
                         .collect(),
                 })
-        };
-        let listing_changed = !listed_from_cache && (listing.is_some() || c.has_listing());
-        let known = match c.updated(hits, fresh) {
-            Some(all) => Some(all),
-            None if listing_changed => Some(c.all_known()),
-            None => None,
-        };
-        if let Some(all) = known
-            && let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all, listing.as_ref())
-        {
-            tracing::debug!("scan cache of {} not written: {e}", dir.display());
+            };
+            if let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all, listing.as_ref()) {
+                tracing::debug!("scan cache of {} not written: {e}", dir.display());
+            }
         }
     }
     match focus {

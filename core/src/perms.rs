@@ -264,11 +264,8 @@ fn walk_trusted_dir(
     let root_st = fstat(&root, Path::new("/"))?;
     check_ancestor(&root_st, Path::new("/"), euid, &wanted)?;
     // The directories walked so far, innermost last, with their real paths and ids.
-    let mut stack: Vec<(OwnedFd, PathBuf, (u64, u64))> = vec![(
-        root,
-        PathBuf::from("/"),
-        (root_st.st_dev, root_st.st_ino),
-    )];
+    let mut stack: Vec<(OwnedFd, PathBuf, (u64, u64))> =
+        vec![(root, PathBuf::from("/"), (root_st.st_dev, root_st.st_ino))];
     let mut todo: std::collections::VecDeque<OsString> = components(&abs);
     let mut hops = 0;
     while let Some(name) = todo.pop_front() {
@@ -696,8 +693,13 @@ mod tests {
         std::fs::rename(&mid, root.join("mid.old")).unwrap();
         mkdir(&mid, 0o755);
         mkdir(&hooks, 0o777);
-        let e = open_trusted_dir(&hooks, euid(), None).unwrap_err().to_string();
-        assert!(e.contains(&format!("chmod go-w {}", hooks.display())), "{e}");
+        let e = open_trusted_dir(&hooks, euid(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("chmod go-w {}", hooks.display())),
+            "{e}"
+        );
         std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o755)).unwrap();
         let swapped = open_trusted_dir(&hooks, euid(), None).unwrap();
         assert_eq!(ino(&swapped), std::fs::metadata(&hooks).unwrap().ino());
