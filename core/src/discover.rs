@@ -543,9 +543,19 @@ fn mark_focused_job_conflicts(
     if wanted.is_empty() {
         return;
     }
+    let hashes: Vec<u64> = wanted
+        .iter()
+        .map(|(_, k)| crate::job::key_hash(k))
+        .collect();
     let mut buf = Vec::new();
     for &(name, ftype) in names {
         if ignore_reason(name.as_bytes()).is_some() || ftype.is_some_and(|t| t.is_dir()) {
+            continue;
+        }
+        // Most names share no key with any hook of the phase: one pass over the name.
+        if let Some(s) = name.to_str()
+            && !hashes.contains(&crate::job::hook_key_hash(s))
+        {
             continue;
         }
         // Every name of the directory is compared: without building its key (an

@@ -55,11 +55,30 @@ pub fn key_is(hook_file_name: &str, key: &str) -> bool {
         .eq(key.chars())
 }
 
+/// A hash of `hook_key(hook_file_name)`, without building the key: equal keys have
+/// equal hashes ([`key_hash`] of the key itself), so a dispatch sets most names aside
+/// with one pass over their bytes.
+pub fn hook_key_hash(hook_file_name: &str) -> u64 {
+    hook_stem(hook_file_name)
+        .chars()
+        .map(clean_char)
+        .fold(FNV_OFFSET, |h, c| fnv_step(h, c as u8))
+}
+
+/// The hash [`hook_key_hash`] gives every file name whose key is `key`.
+pub fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(FNV_OFFSET, fnv_step)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
 /// FNV-1a, 64 bits: stable across builds and versions (job names outlive a binary).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes.iter().copied().fold(FNV_OFFSET, fnv_step)
 }
 
 pub fn job_name(platform: &str, hook_file_name: &str, object: Option<&str>) -> String {
@@ -166,6 +185,9 @@ mod tests {
                     hook_key(a) == hook_key(b),
                     "{a:?} {b:?}"
                 );
+                if hook_key(a) == hook_key(b) {
+                    assert_eq!(hook_key_hash(a), key_hash(&hook_key(b)), "{a:?} {b:?}");
+                }
             }
         }
     }
