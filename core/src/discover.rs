@@ -280,6 +280,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Directories with at least this many entries are scanned by several threads.
 const PARALLEL_SCAN_MIN: usize = 256;
 
+/// How many names a scanning thread takes at a time.
+const SCAN_PART: usize = 32;
+
 /// What a dispatch is about: the entries it acts on are the ones that ask for this phase
 /// and object.
 #[derive(Debug, Clone, Copy)]
@@ -374,7 +377,6 @@ fn scan_impl(
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
     };
-    let chunk = names.len().div_ceil(threads).max(1);
     let scan_chunk = |part: &[(&OsStr, Option<EntryKind>)], dirfd: BorrowedFd<'_>| {
         let mut buf = vec![0u8; HEADER_LIMIT];
         let mut out = Vec::new();
@@ -441,37 +443,47 @@ fn scan_impl(
     let (mut entries, hits, fresh) = if threads == 1 {
         scan_chunk(&names, dirfd)
     } else {
-        let mut parts = names.chunks(chunk);
-        let first = parts.next().unwrap_or_default();
-        let parts: Vec<(Vec<Entry>, Vec<usize>, Vec<scancache::Known>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = parts
-                    .map(|part| {
-                        scope.spawn(move || {
-                            // A descriptor of its own: every lookup relative to a shared
-                            // one takes and drops a reference on it, an atomic that the
-                            // threads would bounce between the cores (measured: two
-                            // threads then stat no faster than one).
-                            match own_dirfd(dirfd) {
-                                Some(own) => scan_chunk(part, own.as_fd()),
-                                None => scan_chunk(part, dirfd),
-                            }
-                        })
+        // Parts are taken in turn from a shared counter, not split evenly in advance: a
+        // new thread may wait hundreds of microseconds for a core (a virtual CPU that
+        // has to be woken), and meanwhile this one gets on with the work.
+        let parts: Vec<&[(&OsStr, Option<EntryKind>)]> = names.chunks(SCAN_PART).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = |dirfd: BorrowedFd<'_>| {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(part) = parts.get(i) else {
+                    return done;
+                };
+                done.push((i, scan_chunk(part, dirfd)));
+            }
+        };
+        let mut done = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        // A descriptor of its own: every lookup relative to a shared
+                        // one takes and drops a reference on it, an atomic that the
+                        // threads would bounce between the cores (measured: two
+                        // threads then stat no faster than one).
+                        match own_dirfd(dirfd) {
+                            Some(own) => work(own.as_fd()),
+                            None => work(dirfd),
+                        }
                     })
-                    .collect();
-                // This thread takes the first part instead of waiting for the others.
-                let mut all = vec![scan_chunk(first, dirfd)];
-                all.extend(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("scan threads do not panic")),
-                );
-                all
-            });
+                })
+                .collect();
+            let mut done = work(dirfd);
+            for h in helpers {
+                done.extend(h.join().expect("scan threads do not panic"));
+            }
+            done
+        });
+        done.sort_unstable_by_key(|(i, _)| *i);
         let mut entries = Vec::new();
         let mut hits = Vec::new();
         let mut fresh = Vec::new();
-        for (e, h, f) in parts {
+        for (_, (e, h, f)) in done {
             entries.extend(e);
             hits.extend(h);
             fresh.extend(f);
