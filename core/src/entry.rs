@@ -77,6 +77,14 @@ impl Program {
     }
 }
 
+/// Ends an adapter's process with `code`: hands over to the guard first
+/// ([`crate::contain::hand_over`]), so the platform is released as soon as the work is
+/// done.
+pub fn exit(code: i32) -> ! {
+    crate::contain::hand_over(code);
+    std::process::exit(code)
+}
+
 /// Writes `s` to stdout. A reader that went away (`| head`, EPIPE) or a closed stdout
 /// is not worth a panic: there is nobody left to tell.
 pub fn print_out(s: &str) {

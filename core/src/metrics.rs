@@ -174,6 +174,16 @@ fn flusher() {
     }
 }
 
+/// Writes the runs not written yet, now (a worker about to hand over to its guard).
+pub fn flush_now() {
+    let mut pending = PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !pending.runs.is_empty() {
+        flush(&mut pending, false);
+    }
+}
+
 extern "C" fn flush_at_exit() {
     // Nothing may unwind into libc.
     let _ = std::panic::catch_unwind(|| {

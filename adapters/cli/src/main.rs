@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(hookrun::main_impl());
+    hookrun_core::entry::exit(hookrun::main_impl());
 }
