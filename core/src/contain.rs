@@ -218,8 +218,7 @@ fn detached() -> &'static Detached {
             if p == libc::MAP_FAILED {
                 // Without shared memory the guard cannot tell supervisors apart; a
                 // private table still serves this process.
-                let v: Vec<AtomicI32> =
-                    (0..=DETACHED_SLOTS).map(|_| AtomicI32::new(0)).collect();
+                let v: Vec<AtomicI32> = (0..=DETACHED_SLOTS).map(|_| AtomicI32::new(0)).collect();
                 let all: &'static [AtomicI32] = Box::leak(v.into_boxed_slice());
                 let (slots, done) = all.split_at(DETACHED_SLOTS);
                 return Detached {
@@ -641,7 +640,9 @@ pub fn hand_over(code: i32) {
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
     }
-    detached().done.store(0x100 | (code & 0xff), Ordering::SeqCst);
+    detached()
+        .done
+        .store(0x100 | (code & 0xff), Ordering::SeqCst);
     let _ = kill(Pid::from_raw(guard as i32), Signal::SIGCHLD);
 }
 

@@ -694,7 +694,7 @@ impl<'a> Dispatcher<'a> {
                 m.update(&entry);
             }
             None => {
-                self.marker = crate::running::Marker::create(
+                self.marker = crate::running::Marker::create_reusing(
                     &crate::running::sync_dir(&self.settings.log_dir),
                     &format!("{}.json", self.run_id),
                     &entry,
