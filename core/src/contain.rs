@@ -453,9 +453,21 @@ fn pin_to_this_cpu() -> Option<nix::sched::CpuSet> {
     Some(saved)
 }
 
+/// Restores the affinity saved by [`pin_to_this_cpu`]. Should the saved set no longer
+/// be allowed (the cpuset changed in between), every CPU is asked for instead, which the
+/// kernel cuts to what is allowed: hooks inherit the affinity and must never be left
+/// on one CPU.
 fn unpin(saved: Option<&nix::sched::CpuSet>) {
-    if let Some(saved) = saved {
-        let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), saved);
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let Some(saved) = saved else {
+        return;
+    };
+    if sched_setaffinity(Pid::from_raw(0), saved).is_err() {
+        let mut all = CpuSet::new();
+        for cpu in 0..CpuSet::count() {
+            let _ = all.set(cpu);
+        }
+        let _ = sched_setaffinity(Pid::from_raw(0), &all);
     }
 }
 

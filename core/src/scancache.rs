@@ -452,14 +452,7 @@ fn encode(
     match listing {
         Some(l) => {
             out.push(1);
-            for v in [
-                l.stamp.mtime.0,
-                l.stamp.mtime.1,
-                l.stamp.ctime.0,
-                l.stamp.ctime.1,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+            put_times(&mut out, l.stamp.mtime, l.stamp.ctime);
             out.extend_from_slice(&(l.names.len() as u32).to_le_bytes());
             for (name, kind) in &l.names {
                 out.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -475,14 +468,7 @@ fn encode(
         out.extend_from_slice(&k.name);
         out.extend_from_slice(&k.stamp.ino.to_le_bytes());
         out.extend_from_slice(&k.stamp.size.to_le_bytes());
-        for v in [
-            k.stamp.mtime.0,
-            k.stamp.mtime.1,
-            k.stamp.ctime.0,
-            k.stamp.ctime.1,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        put_times(&mut out, k.stamp.mtime, k.stamp.ctime);
         match &k.phases {
             Some(v) => {
                 out.push(1);
@@ -498,6 +484,13 @@ fn encode(
     let sum = checksum(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     out
+}
+
+/// An mtime and a ctime (seconds, nanoseconds each), as the format stores them.
+fn put_times(out: &mut Vec<u8>, mtime: (i64, i64), ctime: (i64, i64)) {
+    for v in [mtime.0, mtime.1, ctime.0, ctime.1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// FNV-1a, 64 bits: stable across builds, unlike std's hasher.

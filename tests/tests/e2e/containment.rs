@@ -354,6 +354,46 @@ fn sync_hooks_get_no_descriptor_of_the_caller_but_0_1_2() {
     let _ = (out.join(), err.join());
 }
 
+/// The dispatcher pins itself to one CPU across the guard's fork (docs/performance.md);
+/// hooks, and the worker's threads, must get the caller's affinity back, whatever it is.
+#[test]
+fn hooks_get_the_callers_cpu_affinity_not_the_forks_pinning() {
+    let env = TestEnv::new();
+    let seen = env.path("affinity");
+    for name in ["10-first", "20-second"] {
+        env.hook(name)
+            .sync()
+            .phases("job-start")
+            .body(&format!(
+                "grep Cpus_allowed_list /proc/self/status >> {}",
+                q(&seen.to_string_lossy())
+            ))
+            .write();
+    }
+    let own = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap()
+        .to_owned();
+    let status = task(&env, "job-start")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [own.clone(), own],
+        "every hook has the caller's affinity"
+    );
+}
+
 /// `start|alive|end <run> <ns>` lines a locked hook writes, as intervals per run.
 fn intervals(log: &Path) -> Vec<(String, u128, u128)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
