@@ -10,6 +10,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::DispatchError;
 use crate::header::{self, HEADER_LIMIT, Header};
@@ -339,190 +341,284 @@ fn scan_impl(
         .open(dir)
         .map_err(dir_error)?;
     let dirfd = dirfd.as_fd();
-    // The cache serves focused scans on local file systems only (see scancache).
-    let cache_at = cache_at.filter(|_| focus.is_some() && scancache::cacheable_fs(dirfd));
-    let cache = cache_at.map(|(log_dir, euid)| scancache::load(log_dir, dir, dirfd, euid));
-    let now = scancache::now();
-    // Stamped before it is listed, like every file before it is read.
-    let dir_stamp = cache.as_ref().and_then(|_| scancache::DirStamp::of(dirfd));
-    let cached_names = match (&cache, &dir_stamp) {
-        (Some(c), Some(stamp)) => c.listing(stamp),
-        _ => None,
-    };
-    let listed_from_cache = cached_names.is_some();
-    let mut read_names: Vec<(OsString, Option<EntryKind>)> = Vec::new();
-    let names: Vec<(&OsStr, Option<EntryKind>)> = match cached_names {
-        Some(names) => names,
-        None => {
-            let read = std::fs::read_dir(dir).map_err(dir_error)?;
-            for item in read {
-                let item = item.map_err(|source| DispatchError::HooksDirUnreadable {
-                    path: shown(),
-                    source,
-                })?;
-                read_names.push((item.file_name(), item.file_type().ok().map(EntryKind::of)));
-            }
-            read_names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            read_names
-                .iter()
-                .map(|(n, k)| (n.as_os_str(), *k))
-                .collect()
+    let parallel = cpus().min(4);
+    // A directory that looks large gets its helper threads now, before the cache is
+    // read: a new thread waits a few hundred microseconds for a (virtual) CPU to wake,
+    // and it should be ready when the files are. The helpers borrow what they work on
+    // from these cells, filled below; `work` is set on every way out (`Release`).
+    let early = parallel > 1 && looks_large(dirfd);
+    let cache_cell: OnceLock<Option<scancache::Cache>> = OnceLock::new();
+    let read_cell: OnceLock<Vec<(OsString, Option<EntryKind>)>> = OnceLock::new();
+    let names_cell: OnceLock<Vec<(&OsStr, Option<EntryKind>)>> = OnceLock::new();
+    let work: OnceLock<Option<Work<'_, '_>>> = OnceLock::new();
+    let help = || {
+        // A descriptor of its own: every lookup relative to a shared one takes and
+        // drops a reference on it, an atomic that the threads would bounce between
+        // the cores (measured: two threads then stat no faster than one).
+        let own = own_dirfd(dirfd);
+        match work.wait() {
+            Some(w) => w.take_parts(own.as_ref().map_or(dirfd, |o| o.as_fd())),
+            None => Vec::new(),
         }
     };
-    // Reading headers is one open/read/close per file (one fstatat with the cache), so
-    // a large directory is split among a few threads, this one included, joined before
-    // any hook runs. Small ones are not worth a thread.
-    let threads = if names.len() < PARALLEL_SCAN_MIN {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-    };
-    let scan_chunk = |part: &[(&OsStr, Option<EntryKind>)], dirfd: BorrowedFd<'_>| {
-        let mut buf = vec![0u8; HEADER_LIMIT];
-        let mut out = Vec::new();
-        let mut hits = Vec::new();
-        let mut fresh = Vec::new();
-        for &(name, ftype) in part {
-            let early = if let Some(reason) = ignore_reason(name.as_bytes()) {
-                Some(EntryState::Ignored(reason))
-            } else if ftype.is_some_and(|t| t.is_dir()) {
-                Some(EntryState::Ignored(IgnoreReason::Directory))
-            } else {
-                None
-            };
-            // A regular file the cache can speak for: stamped before it is read.
-            let stamp = match (&cache, focus) {
-                (Some(_), Some(_)) if ftype.is_some_and(|t| t.is_file()) && early.is_none() => {
-                    scancache::Stamp::of(dirfd, name)
+    std::thread::scope(|scope| {
+        let mut helpers: Vec<_> = if early {
+            (1..parallel).map(|_| scope.spawn(help)).collect()
+        } else {
+            Vec::new()
+        };
+        let release = Release(&work);
+        // The cache serves focused scans on local file systems only (see scancache).
+        let cache_at = cache_at.filter(|_| focus.is_some() && scancache::cacheable_fs(dirfd));
+        let cache = cache_cell
+            .get_or_init(|| {
+                cache_at.map(|(log_dir, euid)| scancache::load(log_dir, dir, dirfd, euid))
+            })
+            .as_ref();
+        let now = scancache::now();
+        // Stamped before it is listed, like every file before it is read.
+        let dir_stamp = cache.and_then(|_| scancache::DirStamp::of(dirfd));
+        let cached_names = match (cache, &dir_stamp) {
+            (Some(c), Some(stamp)) => c.listing(stamp),
+            _ => None,
+        };
+        let listed_from_cache = cached_names.is_some();
+        let names = match cached_names {
+            Some(names) => names_cell.get_or_init(|| names),
+            None => {
+                let mut read_names = Vec::new();
+                let read = std::fs::read_dir(dir).map_err(dir_error)?;
+                for item in read {
+                    let item = item.map_err(|source| DispatchError::HooksDirUnreadable {
+                        path: shown(),
+                        source,
+                    })?;
+                    read_names.push((item.file_name(), item.file_type().ok().map(EntryKind::of)));
                 }
-                _ => None,
-            };
-            let mut hit = false;
-            if let (Some(c), Some(f), Some(st)) = (&cache, focus, &stamp)
-                && let Some((i, value)) = c.lookup(name.as_bytes(), st)
-            {
-                hits.push(i);
-                if phases_exclude(value, name, f) {
-                    continue;
-                }
-                hit = true;
-            }
-            let mut seen = None;
-            let state = match early {
-                Some(_) if focus.is_some() => continue,
-                Some(state) => state,
-                None => {
-                    // A hit that asks for the phase is read in full but needs no new
-                    // record; a miss is recorded with what its header says now.
-                    let want = (stamp.is_some() && !hit).then_some(&mut seen);
-                    let state = classify(dirfd, name, ftype, &mut buf, focus, want);
-                    if let (Some(st), Some(value)) = (stamp, seen)
-                        && st.settled(now)
-                        && scancache::keepable(value.as_deref())
-                    {
-                        fresh.push(scancache::Known {
-                            name: name.as_bytes().to_vec(),
-                            stamp: st,
-                            phases: value,
-                        });
-                    }
-                    match state {
-                        Some(state) => state,
-                        None => continue,
-                    }
-                }
-            };
-            out.push(Entry {
-                name: name.to_owned(),
-                path: dir.join(name),
-                state,
-            });
-        }
-        (out, hits, fresh)
-    };
-    let (mut entries, hits, fresh) = if threads == 1 {
-        scan_chunk(&names, dirfd)
-    } else {
-        // Parts are taken in turn from a shared counter, not split evenly in advance: a
-        // new thread may wait hundreds of microseconds for a core (a virtual CPU that
-        // has to be woken), and meanwhile this one gets on with the work.
-        let parts: Vec<&[(&OsStr, Option<EntryKind>)]> = names.chunks(SCAN_PART).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let work = |dirfd: BorrowedFd<'_>| {
-            let mut done = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(part) = parts.get(i) else {
-                    return done;
-                };
-                done.push((i, scan_chunk(part, dirfd)));
+                read_names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                let read_names = read_cell.get_or_init(|| read_names);
+                names_cell.get_or_init(|| {
+                    read_names
+                        .iter()
+                        .map(|(n, k)| (n.as_os_str(), *k))
+                        .collect()
+                })
             }
         };
-        let mut done = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        // A descriptor of its own: every lookup relative to a shared
-                        // one takes and drops a reference on it, an atomic that the
-                        // threads would bounce between the cores (measured: two
-                        // threads then stat no faster than one).
-                        match own_dirfd(dirfd) {
-                            Some(own) => work(own.as_fd()),
-                            None => work(dirfd),
-                        }
-                    })
+        let ctx = ScanCtx {
+            dir,
+            focus,
+            cache,
+            now,
+        };
+        // Reading headers is one open/read/close per file (one fstatat with the cache),
+        // so a large directory is shared among a few threads, this one included, joined
+        // before any hook runs. Small ones are not worth a thread.
+        if helpers.is_empty() && parallel > 1 && names.len() >= PARALLEL_SCAN_MIN {
+            helpers = (1..parallel).map(|_| scope.spawn(help)).collect();
+        }
+        let (mut entries, hits, fresh) = if helpers.is_empty() {
+            scan_part(&ctx, names, dirfd)
+        } else {
+            // Parts are taken in turn from a shared counter, not split evenly in
+            // advance: a helper may still be waiting for a CPU, and meanwhile this
+            // thread gets on with the work.
+            let w = work.get_or_init(|| {
+                Some(Work {
+                    ctx,
+                    parts: names.chunks(SCAN_PART).collect(),
+                    next: AtomicUsize::new(0),
                 })
-                .collect();
-            let mut done = work(dirfd);
-            for h in helpers {
+            });
+            let w = w.as_ref().expect("set just now");
+            let mut done = w.take_parts(dirfd);
+            for h in helpers.drain(..) {
                 done.extend(h.join().expect("scan threads do not panic"));
             }
-            done
-        });
-        done.sort_unstable_by_key(|(i, _)| *i);
-        let mut entries = Vec::new();
-        let mut hits = Vec::new();
-        let mut fresh = Vec::new();
-        for (_, (e, h, f)) in done {
-            entries.extend(e);
-            hits.extend(h);
-            fresh.extend(f);
-        }
-        (entries, hits, fresh)
-    };
-    if let (Some(c), Some((log_dir, euid))) = (&cache, cache_at) {
-        // A listing read now is kept once the directory had settled before it was read;
-        // one taken from the cache is kept as it is. Built only when there is something
-        // to write: most dispatches write nothing.
-        let settled = dir_stamp.filter(|st| st.settled(now));
-        let listing_changed = !listed_from_cache && (settled.is_some() || c.has_listing());
-        let known = match c.updated(hits, fresh) {
-            Some(all) => Some(all),
-            None if listing_changed => Some(c.all_known()),
-            None => None,
+            done.sort_unstable_by_key(|(i, _)| *i);
+            let mut entries = Vec::new();
+            let mut hits = Vec::new();
+            let mut fresh = Vec::new();
+            for (_, (e, h, f)) in done {
+                entries.extend(e);
+                hits.extend(h);
+                fresh.extend(f);
+            }
+            (entries, hits, fresh)
         };
-        if let Some(all) = known {
-            let listing = if listed_from_cache {
-                c.stored_listing()
-            } else {
-                settled.map(|stamp| scancache::Listing {
-                    stamp,
-                    names: names
-                        .iter()
-                        .map(|(n, k)| (n.as_bytes().to_vec(), *k))
-                        .collect(),
-                })
+        drop(release);
+        for h in helpers {
+            let _ = h.join();
+        }
+        if let (Some(c), Some((log_dir, euid))) = (cache, cache_at) {
+            // A listing read now is kept once the directory had settled before it was read;
+            // one taken from the cache is kept as it is. Built only when there is something
+            // to write: most dispatches write nothing.
+            let settled = dir_stamp.filter(|st| st.settled(now));
+            let listing_changed = !listed_from_cache && (settled.is_some() || c.has_listing());
+            let known = match c.updated(hits, fresh) {
+                Some(all) => Some(all),
+                None if listing_changed => Some(c.all_known()),
+                None => None,
             };
-            if let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all, listing.as_ref()) {
-                tracing::debug!("scan cache of {} not written: {e}", dir.display());
+            if let Some(all) = known {
+                let listing = if listed_from_cache {
+                    c.stored_listing()
+                } else {
+                    settled.map(|stamp| scancache::Listing {
+                        stamp,
+                        names: names
+                            .iter()
+                            .map(|(n, k)| (n.as_bytes().to_vec(), *k))
+                            .collect(),
+                    })
+                };
+                if let Err(e) = scancache::store(log_dir, dir, dirfd, euid, all, listing.as_ref()) {
+                    tracing::debug!("scan cache of {} not written: {e}", dir.display());
+                }
             }
         }
+        match focus {
+            None => mark_job_conflicts(&mut entries),
+            Some(f) => mark_focused_job_conflicts(dirfd, names, &mut entries, f),
+        }
+        Ok(entries)
+    })
+}
+
+/// Scans one part of a directory's names (see [`scan_impl`]).
+fn scan_part(
+    ctx: &ScanCtx<'_, '_>,
+    part: &[(&OsStr, Option<EntryKind>)],
+    dirfd: BorrowedFd<'_>,
+) -> PartResult {
+    let ScanCtx {
+        dir,
+        focus,
+        cache,
+        now,
+    } = *ctx;
+    let mut buf = vec![0u8; HEADER_LIMIT];
+    let mut out = Vec::new();
+    let mut hits = Vec::new();
+    let mut fresh = Vec::new();
+    for &(name, ftype) in part {
+        let early = if let Some(reason) = ignore_reason(name.as_bytes()) {
+            Some(EntryState::Ignored(reason))
+        } else if ftype.is_some_and(|t| t.is_dir()) {
+            Some(EntryState::Ignored(IgnoreReason::Directory))
+        } else {
+            None
+        };
+        // A regular file the cache can speak for: stamped before it is read.
+        let stamp = match (cache, focus) {
+            (Some(_), Some(_)) if ftype.is_some_and(|t| t.is_file()) && early.is_none() => {
+                scancache::Stamp::of(dirfd, name)
+            }
+            _ => None,
+        };
+        let mut hit = false;
+        if let (Some(c), Some(f), Some(st)) = (cache, focus, &stamp)
+            && let Some((i, value)) = c.lookup(name.as_bytes(), st)
+        {
+            hits.push(i);
+            if phases_exclude(value, name, f) {
+                continue;
+            }
+            hit = true;
+        }
+        let mut seen = None;
+        let state = match early {
+            Some(_) if focus.is_some() => continue,
+            Some(state) => state,
+            None => {
+                // A hit that asks for the phase is read in full but needs no new
+                // record; a miss is recorded with what its header says now.
+                let want = (stamp.is_some() && !hit).then_some(&mut seen);
+                let state = classify(dirfd, name, ftype, &mut buf, focus, want);
+                if let (Some(st), Some(value)) = (stamp, seen)
+                    && st.settled(now)
+                    && scancache::keepable(value.as_deref())
+                {
+                    fresh.push(scancache::Known {
+                        name: name.as_bytes().to_vec(),
+                        stamp: st,
+                        phases: value,
+                    });
+                }
+                match state {
+                    Some(state) => state,
+                    None => continue,
+                }
+            }
+        };
+        out.push(Entry {
+            name: name.to_owned(),
+            path: dir.join(name),
+            state,
+        });
     }
-    match focus {
-        None => mark_job_conflicts(&mut entries),
-        Some(f) => mark_focused_job_conflicts(dirfd, &names, &mut entries, f),
+    (out, hits, fresh)
+}
+
+/// The CPUs this process may run on. Not `available_parallelism`, which also reads the
+/// cgroup's CPU quota from `/proc` and `/sys` (0.1 ms of a dispatch): a quota limits CPU
+/// time, and a scan that shares it among threads takes no more of it.
+fn cpus() -> usize {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_or(1, |set| {
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .count()
+            .max(1)
+    })
+}
+
+/// Whether `dir` probably holds [`PARALLEL_SCAN_MIN`] entries or more, from its size
+/// alone: more than one block on ext4 and XFS, more than ~200 entries on tmpfs. A wrong
+/// guess costs a helper thread that finds the work done, or one started later.
+fn looks_large(dir: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(dir).is_ok_and(|st| st.st_size > 4096)
+}
+
+/// What a part of a scan needs to know.
+struct ScanCtx<'a, 'f> {
+    dir: &'a Path,
+    focus: Option<&'a Focus<'f>>,
+    cache: Option<&'a scancache::Cache>,
+    now: (i64, i64),
+}
+
+/// The entries, cache hits and fresh cache records of one part of a scan.
+type PartResult = (Vec<Entry>, Vec<usize>, Vec<scancache::Known>);
+
+/// A scan shared among threads: parts of [`SCAN_PART`] names, taken in turn.
+struct Work<'a, 'f> {
+    ctx: ScanCtx<'a, 'f>,
+    parts: Vec<&'a [(&'a OsStr, Option<EntryKind>)]>,
+    next: AtomicUsize,
+}
+
+impl Work<'_, '_> {
+    fn take_parts(&self, dirfd: BorrowedFd<'_>) -> Vec<(usize, PartResult)> {
+        let mut done = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(part) = self.parts.get(i) else {
+                return done;
+            };
+            done.push((i, scan_part(&self.ctx, part, dirfd)));
+        }
     }
-    Ok(entries)
+}
+
+/// Tells helper threads there is no work when a scan ends without giving them any (an
+/// error, a small directory), so that none waits forever.
+struct Release<'c, 'a, 'f>(&'c OnceLock<Option<Work<'a, 'f>>>);
+
+impl Drop for Release<'_, '_, '_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(None);
+    }
 }
 
 /// A second open file description of the directory `dirfd` (not a `dup`, which would

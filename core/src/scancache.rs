@@ -174,43 +174,64 @@ pub struct Listing {
     pub names: Vec<(Vec<u8>, Option<EntryKind>)>,
 }
 
-/// One file of the cache, pointing into its bytes (a dispatch reads a thousand of them
-/// and looks most up once: no allocation per file).
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    name: (u32, u32),
-    stamp: Stamp,
-    phases: Option<(u32, u32)>,
-}
-
-/// A byte range of the cache file: (start, length).
-type Span = (u32, u32);
-
-/// The stored listing: the directory's stamp and each name with its kind.
-type StoredListing = (DirStamp, Vec<(Span, Option<EntryKind>)>);
-
-/// The cache of one hooks directory, as read at the start of a dispatch.
+/// The cache of one hooks directory, as read at the start of a dispatch: its bytes,
+/// checked, and where each record starts (a dispatch reads a thousand of them and looks
+/// each up once: no allocation, and no copy of its fields, per file).
 #[derive(Debug, Default)]
 pub struct Cache {
     bytes: Vec<u8>,
-    /// Sorted by name.
-    known: Vec<Slot>,
-    listing: Option<StoredListing>,
+    /// Where each file's record starts, sorted by name.
+    known: Vec<u32>,
+    /// The directory's stamp, and where each name of its listing starts.
+    listing: Option<(DirStamp, Vec<u32>)>,
 }
 
 impl Cache {
-    fn at(&self, (start, len): (u32, u32)) -> &[u8] {
-        &self.bytes[start as usize..start as usize + len as usize]
+    // The accessors read records that `decode` has checked, so they cannot fail.
+    fn u16_at(&self, at: usize) -> usize {
+        usize::from(u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]))
+    }
+
+    fn i64_at(&self, at: usize) -> i64 {
+        i64::from_le_bytes(self.bytes[at..at + 8].try_into().expect("eight bytes"))
+    }
+
+    /// A length-prefixed name at `at`, and where what follows it starts.
+    fn name_at(&self, at: u32) -> (&[u8], usize) {
+        let at = at as usize;
+        let end = at + 2 + self.u16_at(at);
+        (&self.bytes[at + 2..end], end)
+    }
+
+    /// The file record at `at`: name, stamp, `# phases:` value.
+    fn record_at(&self, at: u32) -> (&[u8], Stamp, Option<&[u8]>) {
+        let (name, p) = self.name_at(at);
+        let stamp = Stamp {
+            ino: self.i64_at(p) as u64,
+            size: self.i64_at(p + 8) as u64,
+            mtime: (self.i64_at(p + 16), self.i64_at(p + 24)),
+            ctime: (self.i64_at(p + 32), self.i64_at(p + 40)),
+        };
+        let has = self.bytes[p + 48];
+        let len = self.u16_at(p + 49);
+        let phases = (has == 1).then(|| &self.bytes[p + 51..p + 51 + len]);
+        (name, stamp, phases)
     }
 
     /// The index and `# phases:` value recorded for `name` if its stamp still matches.
     pub fn lookup(&self, name: &[u8], stamp: &Stamp) -> Option<(usize, Option<&[u8]>)> {
         let i = self
             .known
-            .binary_search_by(|k| self.at(k.name).cmp(name))
+            .binary_search_by(|&at| self.name_at(at).0.cmp(name))
             .ok()?;
-        let k = &self.known[i];
-        (k.stamp == *stamp).then(|| (i, k.phases.map(|p| self.at(p))))
+        let (_, recorded, phases) = self.record_at(self.known[i]);
+        (recorded == *stamp).then_some((i, phases))
+    }
+
+    /// A listing entry: name and kind.
+    fn listed_at(&self, at: u32) -> (&[u8], Option<EntryKind>) {
+        let (name, p) = self.name_at(at);
+        (name, EntryKind::from_code(self.bytes[p]).flatten())
     }
 
     /// The directory's names and kinds if the listing was stored at `stamp`.
@@ -219,7 +240,10 @@ impl Cache {
         (at == stamp).then(|| {
             names
                 .iter()
-                .map(|&(n, kind)| (OsStr::from_bytes(self.at(n)), kind))
+                .map(|&n| {
+                    let (name, kind) = self.listed_at(n);
+                    (OsStr::from_bytes(name), kind)
+                })
                 .collect()
         })
     }
@@ -235,17 +259,20 @@ impl Cache {
             stamp: *stamp,
             names: names
                 .iter()
-                .map(|&(n, k)| (self.at(n).to_vec(), k))
+                .map(|&n| {
+                    let (name, kind) = self.listed_at(n);
+                    (name.to_vec(), kind)
+                })
                 .collect(),
         })
     }
 
     fn known_at(&self, i: usize) -> Known {
-        let k = &self.known[i];
+        let (name, stamp, phases) = self.record_at(self.known[i]);
         Known {
-            name: self.at(k.name).to_vec(),
-            stamp: k.stamp,
-            phases: k.phases.map(|p| self.at(p).to_vec()),
+            name: name.to_vec(),
+            stamp,
+            phases: phases.map(<[u8]>::to_vec),
         }
     }
 
@@ -552,9 +579,8 @@ fn decode(bytes: Vec<u8>, path: &[u8], id: (u64, u64)) -> Option<Cache> {
         return None;
     }
     let mut r = Reader(body);
-    // Where a slice taken from the reader starts in `bytes`.
-    let pos = |s: &[u8]| (s.as_ptr() as usize - body.as_ptr() as usize) as u32;
-    let span = |s: &[u8]| (pos(s), s.len() as u32);
+    // Where the reader is, as an offset into `bytes`.
+    let here = |r: &Reader<'_>| (body.len() - r.0.len()) as u32;
     if r.take(MAGIC.len())? != MAGIC {
         return None;
     }
@@ -562,6 +588,8 @@ fn decode(bytes: Vec<u8>, path: &[u8], id: (u64, u64)) -> Option<Cache> {
     if r.take(plen)? != path || (r.u64()?, r.u64()?) != id {
         return None;
     }
+    // Names come in strictly ascending byte order, in the listing as in the records.
+    let mut last: Option<&[u8]> = None;
     let listing = match r.take(1)?[0] {
         0 => None,
         1 => {
@@ -572,60 +600,43 @@ fn decode(bytes: Vec<u8>, path: &[u8], id: (u64, u64)) -> Option<Cache> {
             let count = r.u32()? as usize;
             let mut names = Vec::with_capacity(count.min(body.len() / 3));
             for _ in 0..count {
+                names.push(here(&r));
                 let nlen = r.u16()? as usize;
                 let name = r.take(nlen)?;
-                let kind = EntryKind::from_code(r.take(1)?[0])?;
-                names.push((span(name), kind));
-            }
-            let sorted = names.windows(2).all(|w| {
-                let at = |(s, l): (u32, u32)| &body[s as usize..(s + l) as usize];
-                at(w[0].0) < at(w[1].0)
-            });
-            if !sorted {
-                return None;
+                EntryKind::from_code(r.take(1)?[0])?;
+                if last.is_some_and(|l| l >= name) {
+                    return None;
+                }
+                last = Some(name);
             }
             Some((stamp, names))
         }
         _ => return None,
     };
+    last = None;
     let count = r.u32()? as usize;
     let mut known = Vec::with_capacity(count.min(body.len() / 40));
     for _ in 0..count {
+        known.push(here(&r));
         let nlen = r.u16()? as usize;
-        let name = span(r.take(nlen)?);
-        let stamp = Stamp {
-            ino: r.u64()?,
-            size: r.u64()?,
-            mtime: (r.i64()?, r.i64()?),
-            ctime: (r.i64()?, r.i64()?),
-        };
+        let name = r.take(nlen)?;
+        r.take(48)?;
         let has = r.take(1)?[0];
         let vlen = r.u16()? as usize;
-        let value = r.take(vlen)?;
-        let phases = match has {
-            0 if vlen == 0 => None,
-            1 => Some(span(value)),
-            _ => return None,
-        };
-        known.push(Slot {
-            name,
-            stamp,
-            phases,
-        });
+        r.take(vlen)?;
+        if !matches!((has, vlen), (0, 0) | (1, _)) || last.is_some_and(|l| l >= name) {
+            return None;
+        }
+        last = Some(name);
     }
     if !r.0.is_empty() {
         return None;
     }
-    let cache = Cache {
+    Some(Cache {
         bytes,
         known,
         listing,
-    };
-    let sorted = cache
-        .known
-        .windows(2)
-        .all(|w| cache.at(w[0].name) < cache.at(w[1].name));
-    sorted.then_some(cache)
+    })
 }
 
 #[cfg(test)]
