@@ -1416,6 +1416,34 @@ mod tests {
         assert_eq!(names("backup-end"), ["newest"]);
     }
 
+    /// A scan that ends without work for its early helpers (an error, a small
+    /// directory) must not leave them waiting: the scope would never end.
+    #[test]
+    fn helpers_waiting_for_work_are_released_when_there_is_none() {
+        let work: OnceLock<Option<Work<'_, '_>>> = OnceLock::new();
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| work.wait().is_none());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(Release(&work));
+            assert!(waiting.join().unwrap(), "released with no work");
+        });
+        // A scan that did set work is not overwritten by the release.
+        let work: OnceLock<Option<Work<'_, '_>>> = OnceLock::new();
+        let names: Vec<(&OsStr, Option<EntryKind>)> = vec![(OsStr::new("a"), None)];
+        let _ = work.set(Some(Work {
+            ctx: ScanCtx {
+                dir: Path::new("/nonexistent"),
+                focus: None,
+                cache: None,
+                now: (0, 0),
+            },
+            parts: names.chunks(SCAN_PART).collect(),
+            next: AtomicUsize::new(0),
+        }));
+        drop(Release(&work));
+        assert!(work.get().unwrap().is_some());
+    }
+
     #[test]
     fn header_read_is_bounded() {
         let d = tempfile::tempdir().unwrap();
