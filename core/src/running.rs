@@ -13,6 +13,7 @@
 //! dead run look alive again.
 
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -75,8 +76,25 @@ pub struct Marker {
 /// take. Their names do not end in `.json`, so no reader looks at them.
 const SPARES: usize = 4;
 
+/// A spare being taken is renamed to `.claim-<marker name>` first (see
+/// [`Marker::from_spare`]).
+const CLAIM: &str = ".claim-";
+
 fn spare_name(i: usize) -> String {
     format!(".spare-{i}")
+}
+
+/// `rename(from, to)` unless `to` exists: a spare can be taken, or a free spare name
+/// filled, by one dispatch only.
+fn rename_new(from: &Path, to: &Path) -> bool {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .is_ok()
 }
 
 impl Marker {
@@ -87,9 +105,9 @@ impl Marker {
     }
 
     /// [`Marker::create`] for a dispatch's sync marker: takes a spare left by an earlier
-    /// dispatch (a rename, which cannot take one another dispatch took) and leaves its own
-    /// as one when done, blanked first. A file created and removed per dispatch cost
-    /// 0.1–0.2 ms of inode allocation and release on ext4, more without a journal.
+    /// dispatch and leaves its own as one when done, blanked first. A file created and
+    /// removed per dispatch cost 0.1–0.2 ms of inode allocation and release on ext4,
+    /// more without a journal.
     pub fn create_reusing(dir: &Path, name: &str, entry: &RunningEntry) -> Option<Marker> {
         Self::open(dir, name, entry, true)
     }
@@ -101,23 +119,13 @@ impl Marker {
             .create(dir)
             .ok()?;
         let path = dir.join(name);
-        let taken = reuse
-            && (0..SPARES).any(|i| {
-                nix::fcntl::renameat2(
-                    nix::fcntl::AT_FDCWD,
-                    &dir.join(spare_name(i)),
-                    nix::fcntl::AT_FDCWD,
-                    &path,
-                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-                )
-                .is_ok()
-            });
-        // A spare is blank (spaces only), which readers skip as they skip a marker
-        // being written; the body below is padded over whatever it held.
+        if reuse && let Some(m) = Self::from_spare(dir, &path, name, entry) {
+            return Some(m);
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
-            .create(!taken)
-            .truncate(!taken)
+            .create(true)
+            .truncate(true)
             .mode(0o640)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&path)
@@ -133,6 +141,39 @@ impl Marker {
             // A full disk: an empty marker would only confuse `hookrun log`.
             return None;
         }
+        Some(m)
+    }
+
+    /// Takes a spare: renamed to a claim name no reader looks at, written, and only then
+    /// renamed to `path`. So a marker's name never holds a spare's blank — which the
+    /// clean-up of blanks left by a crash would take for stale, the spare's mtime being
+    /// that of its last use. `None` (a new file is made instead) when no spare is free
+    /// or a step fails; the claim is then retired or removed by `Drop`.
+    fn from_spare(dir: &Path, path: &Path, name: &str, entry: &RunningEntry) -> Option<Marker> {
+        let claim = dir.join(format!("{CLAIM}{name}"));
+        if !(0..SPARES).any(|i| rename_new(&dir.join(spare_name(i)), &claim)) {
+            return None;
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&claim);
+        let Ok(file) = file else {
+            let _ = std::fs::remove_file(&claim);
+            return None;
+        };
+        // The spare is blank; the body is padded over whatever length it had.
+        let mut m = Marker {
+            file,
+            path: claim,
+            last: None,
+            size: 0,
+            reuse: true,
+        };
+        if !m.update(entry) || !rename_new(&m.path, path) {
+            return None;
+        }
+        m.path = path.to_owned();
         Some(m)
     }
 
@@ -187,27 +228,18 @@ impl Marker {
         if self.file.write_all_at(&vec![b' '; self.size], 0).is_err() {
             return false;
         }
-        (0..SPARES).any(|i| {
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &self.path,
-                nix::fcntl::AT_FDCWD,
-                &dir.join(spare_name(i)),
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .is_ok()
-        })
+        (0..SPARES).any(|i| rename_new(&self.path, &dir.join(spare_name(i))))
     }
 }
 
-/// A marker that holds only spaces: a spare taken or left by a dispatch that died
-/// between two steps, which nothing will use; removed once it is a minute old.
-fn remove_if_stale_blank(path: &Path, bytes: &[u8]) {
-    if bytes.iter().all(|&b| b == b' ')
-        && std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() >= 60))
-    {
+/// Removes `path` once it is a minute old: what a dispatch that died between two steps
+/// of taking or leaving a spare left behind (a claim, or a blanked marker), which
+/// nothing will use. A live dispatch's claim or blank is younger: it has just written it.
+fn remove_if_stale(path: &Path) {
+    let stale = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() >= 60));
+    if stale {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -219,6 +251,10 @@ fn read_dir_entries(dir: &Path) -> Vec<(PathBuf, RunningEntry)> {
     let mut out = Vec::new();
     for item in items.flatten() {
         let path = item.path();
+        if item.file_name().as_bytes().starts_with(CLAIM.as_bytes()) {
+            remove_if_stale(&path);
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
@@ -227,7 +263,8 @@ fn read_dir_entries(dir: &Path) -> Vec<(PathBuf, RunningEntry)> {
         };
         match serde_json::from_slice::<RunningEntry>(&bytes) {
             Ok(entry) => out.push((path, entry)),
-            Err(_) => remove_if_stale_blank(&path, &bytes),
+            Err(_) if bytes.iter().all(|&b| b == b' ') => remove_if_stale(&path),
+            Err(_) => {}
         }
     }
     out
@@ -368,25 +405,66 @@ mod tests {
         assert!(names(&a).is_empty());
     }
 
+    fn age(path: &Path, secs: u64) {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    /// A spare keeps the mtime of its last use, so a blank under a marker's name would
+    /// look like a crash's leftover: a spare is taken under a claim name, written, and
+    /// only then given the marker's name; what a reader can see of it always parses.
     #[test]
-    fn a_blank_marker_left_by_a_crash_is_removed_once_stale() {
+    fn a_spare_unused_for_long_is_taken_whole_and_survives_the_clean_up() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = sync_dir(d.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let spare = dir.join(spare_name(0));
+        std::fs::write(&spare, vec![b' '; 500]).unwrap();
+        age(&spare, 3600);
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&spare).unwrap().ino();
+        let m = Marker::create_reusing(&dir, "r3.json", &entry("x", OutcomeKind::Running)).unwrap();
+        assert_eq!(names(&dir), ["r3.json"], "no claim left, no spare left");
+        assert_eq!(
+            std::fs::metadata(m.path()).unwrap().ino(),
+            ino,
+            "the spare itself"
+        );
+        let mut log = RecordLog::new(d.path());
+        assert_eq!(collect_lost(d.path(), "vzdump", &mut log), 0);
+        let seen = entries(d.path());
+        assert_eq!(seen.len(), 1, "still there, and parses");
+        assert_eq!(seen[0].0.record.hook, "x");
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_while_taking_or_leaving_a_spare_are_removed_once_stale() {
         let d = tempfile::tempdir().unwrap();
         let dir = sync_dir(d.path());
         std::fs::create_dir_all(&dir).unwrap();
         let fresh = dir.join("fresh.json");
         let stale = dir.join("stale.json");
-        std::fs::write(&fresh, b"      ").unwrap();
-        std::fs::write(&stale, b"      ").unwrap();
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-        File::options()
-            .write(true)
-            .open(&stale)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        let claim_fresh = dir.join(format!("{CLAIM}a.json"));
+        let claim_stale = dir.join(format!("{CLAIM}b.json"));
+        let spare = dir.join(spare_name(1));
+        for f in [&fresh, &stale, &claim_fresh, &claim_stale, &spare] {
+            std::fs::write(f, b"      ").unwrap();
+        }
+        for f in [&stale, &claim_stale, &spare] {
+            age(f, 120);
+        }
         let mut log = RecordLog::new(d.path());
         assert_eq!(collect_lost(d.path(), "vzdump", &mut log), 0);
-        assert!(fresh.exists(), "may be a marker being written right now");
-        assert!(!stale.exists());
+        assert!(
+            fresh.exists() && claim_fresh.exists(),
+            "may be in use right now"
+        );
+        assert!(!stale.exists() && !claim_stale.exists());
+        assert!(spare.exists(), "spares are kept");
     }
 }
