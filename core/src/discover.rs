@@ -367,7 +367,7 @@ fn scan_impl(
         } else {
             Vec::new()
         };
-        let release = Release(&work);
+        let _release = Release(&work);
         // The cache serves focused scans on local file systems only (see scancache).
         let cache_at = cache_at.filter(|_| focus.is_some() && scancache::cacheable_fs(dirfd));
         let cache = cache_cell
@@ -446,10 +446,6 @@ fn scan_impl(
             }
             (entries, hits, fresh)
         };
-        drop(release);
-        for h in helpers {
-            let _ = h.join();
-        }
         if let (Some(c), Some((log_dir, euid))) = (cache, cache_at) {
             // A listing read now is kept once the directory had settled before it was read;
             // one taken from the cache is kept as it is. Built only when there is something
@@ -660,14 +656,15 @@ fn mark_focused_job_conflicts(
         if ignore_reason(name.as_bytes()).is_some() || ftype.is_some_and(|t| t.is_dir()) {
             continue;
         }
-        // Most names share no key with any hook of the phase: one pass over the name.
+        // Every name of the directory is compared, without building its key (an
+        // allocation or two per name) unless it is not UTF-8: most share no key with a
+        // hook of the phase, which one pass over the name shows; a hash that matches is
+        // checked in full.
         if let Some(s) = name.to_str()
             && !hashes.contains(&crate::job::hook_key_hash(s))
         {
             continue;
         }
-        // Every name of the directory is compared: without building its key (an
-        // allocation or two per name) unless it is not UTF-8.
         let same_key = |k: &str| match name.to_str() {
             Some(s) => crate::job::key_is(s, k),
             None => crate::job::hook_key(&escape_name(name)) == k,

@@ -190,9 +190,11 @@ pub fn open_trusted_dir(path: &Path, euid: u32, create: Option<u32>) -> Result<O
 struct Walked {
     path: PathBuf,
     euid: u32,
-    /// `/` first, then each directory with its name and (device, inode).
-    chain: Vec<(OwnedFd, OsString, (u64, u64))>,
+    chain: Chain,
 }
+
+/// `/` first, then each directory of a walk with its name and (device, inode).
+type Chain = Vec<(OwnedFd, OsString, (u64, u64))>;
 
 static WALKED: std::sync::Mutex<Vec<Walked>> = std::sync::Mutex::new(Vec::new());
 
@@ -244,13 +246,12 @@ fn rechecked(abs: &Path, euid: u32) -> Option<OwnedFd> {
 }
 
 /// The walk itself; with the chain to keep when it was a plain one.
-#[allow(clippy::type_complexity)]
 fn walk_trusted_dir(
     abs: &Path,
     wanted: &str,
     euid: u32,
     create: Option<u32>,
-) -> Result<(OwnedFd, Option<Vec<(OwnedFd, OsString, (u64, u64))>>), PermError> {
+) -> Result<(OwnedFd, Option<Chain>), PermError> {
     let wanted = wanted.to_owned();
     let abs = abs.to_owned();
     let mut plain = true;

@@ -51,6 +51,12 @@ const MAX_VALUE: usize = 1024;
 
 const MAGIC: &[u8; 8] = b"HRSCAN2\n";
 
+/// Whether a change at `ctime` lies at least [`SETTLE`] before `now` (both seconds,
+/// nanoseconds): only then can no second change in the same timestamp tick be missed.
+fn settled((s, ns): (i64, i64), now: (i64, i64)) -> bool {
+    (s + SETTLE.as_secs() as i64, ns) <= now
+}
+
 /// What identifies one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -77,9 +83,7 @@ impl Stamp {
 
     /// Settled: last changed at least [`SETTLE`] before `now` (seconds, nanoseconds).
     pub fn settled(&self, now: (i64, i64)) -> bool {
-        let settle = SETTLE.as_secs() as i64;
-        let (s, ns) = self.ctime;
-        (s + settle, ns) <= now
+        settled(self.ctime, now)
     }
 }
 
@@ -162,8 +166,7 @@ impl DirStamp {
 
     /// Settled: last changed at least [`SETTLE`] before `now`.
     pub fn settled(&self, now: (i64, i64)) -> bool {
-        let (s, ns) = self.ctime;
-        (s + SETTLE.as_secs() as i64, ns) <= now
+        settled(self.ctime, now)
     }
 }
 

@@ -354,6 +354,52 @@ fn sync_hooks_get_no_descriptor_of_the_caller_but_0_1_2() {
     let _ = (out.join(), err.join());
 }
 
+/// The guard holds none of the platform's stdio: the platform's read ends when the
+/// worker lets go of its output (the hand-over), and the guard exits with the worker's
+/// code.
+#[test]
+fn the_guard_holds_none_of_the_platforms_output_and_exits_with_the_workers_code() {
+    let env = TestEnv::new();
+    let started = env.path("started");
+    env.hook("10-wait")
+        .sync()
+        .phases("job-start")
+        .body(&format!(
+            "echo $$ > {}\nsleep 1\nexit 3",
+            q(&started.to_string_lossy())
+        ))
+        .write();
+    let mut child = task(&env, "job-start").spawn().unwrap();
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    wait_until("the hook started", Duration::from_secs(10), || {
+        started.exists()
+    });
+    let guard = child.id() as i32;
+    let link = |pid: i32, fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    for fd in [0, 1, 2] {
+        assert_eq!(link(guard, fd), "/dev/null", "the guard's descriptor {fd}");
+    }
+    let workers = children_of(guard);
+    assert_eq!(workers.len(), 1, "one worker below the guard: {workers:?}");
+    assert!(
+        link(workers[0], 1).starts_with("pipe:"),
+        "the worker writes to the platform: {}",
+        link(workers[0], 1)
+    );
+    let status = reap(child, Duration::from_secs(20));
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the hook's failure, through the guard"
+    );
+    let (_, _) = (out.join().unwrap(), err.join().unwrap());
+}
+
 /// The dispatcher pins itself to one CPU across the guard's fork (docs/performance.md);
 /// hooks, and the worker's threads, must get the caller's affinity back, whatever it is.
 #[test]
